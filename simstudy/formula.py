@@ -1,0 +1,368 @@
+"""Build a :class:`~simstudy.data.MelsmData` from a DataFrame and two lme4-style formulas.
+
+The SS-MELSM has a location submodel (the mean) and a scale submodel (the log residual SD),
+each with fixed effects and random effects for one grouping factor::
+
+    location = "math_proficiency ~ student_ses * school_ses + (1 | school_id)"
+    scale    = "~ student_ses * school_ses + (1 + student_ses | school_id)"
+    data = melsm_data_from_formulas(df, location, scale)
+
+Formulas are parsed and evaluated with the ``formulae`` library. Rules:
+
+* the location formula has a response; the scale formula has none (it models the residual
+  SD of the same response);
+* each formula has exactly one random-effect term ``(expr | g)``; the scale formula needs
+  one because the spike-and-slab selects among scale random effects; ``g`` is a plain column,
+  the same in both formulas; ``(1 + x | g)`` gives two random-effect columns (1 and x);
+* predictors are numeric columns (bool counts as 0/1); string or categorical columns need a
+  numeric coding (a 0/1 dummy) or an explicit ``C(column)``;
+* transformations are evaluated as written (``center(x)``, ``np.log(x)``, ``I(a * b)``); no
+  centring happens behind the user's back.
+
+All checks (syntax, unknown columns, response, grouping factor, column types, missing
+values) run before any matrix is built, and fail with a :class:`FormulaError` that names the
+offending column or formula and the fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .data import MelsmData
+
+__all__ = [
+    "FormulaError",
+    "ParsedFormula",
+    "split_formula",
+    "split_random",
+    "parse_formula",
+    "melsm_data_from_formulas",
+]
+
+_MAX_ROWS_SHOWN = 5
+
+
+class FormulaError(ValueError):
+    """A model formula cannot be used with the data; the message names the problem and the fix."""
+
+
+# ---------------------------------------------------------------------------------- text level
+def split_formula(formula: str) -> tuple[str | None, str]:
+    """Split ``"lhs ~ rhs"`` into ``(lhs, rhs)``; ``lhs`` is None when there is no response
+    (``"~ rhs"`` or just ``"rhs"``)."""
+    if not isinstance(formula, str) or not formula.strip():
+        raise FormulaError(f"formula must be a non-empty string, got {formula!r}")
+    if formula.count("~") > 1:
+        raise FormulaError(f"formula {formula!r} has more than one '~'")
+    lhs, sep, rhs = formula.partition("~")
+    if not sep:
+        return None, formula.strip()
+    lhs = lhs.strip() or None
+    if not rhs.strip():
+        raise FormulaError(f"formula {formula!r} has nothing right of '~'; write e.g. '~ 1 + (1 | group)'")
+    return lhs, rhs.strip()
+
+
+def split_random(rhs: str) -> tuple[str, list[str]]:
+    """Split a right-hand side into its fixed part and its random-effect terms.
+
+    ``"a * b + (1 + a | g)"`` gives ``("a * b", ["1 + a | g"])``. Random-effect terms are the
+    parenthesised groups whose top level contains ``|``. The fixed part is ``"1"`` when
+    nothing else is left. A ``|`` outside parentheses, ``||`` and unbalanced parentheses raise
+    :class:`FormulaError`.
+    """
+    fixed, random = [], []
+    depth, start, last = 0, None, 0
+    for i, ch in enumerate(rhs):
+        if ch == "(":
+            if depth == 0:
+                start = i
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth < 0:
+                raise FormulaError(f"unbalanced ')' in {rhs!r}")
+            if depth == 0:
+                inner = rhs[start + 1 : i]
+                if _has_top_level_bar(inner):
+                    if "||" in inner:
+                        raise FormulaError(
+                            f"'||' (uncorrelated random effects) is not supported in {rhs!r}; use a single '|'"
+                        )
+                    fixed.append(rhs[last:start])
+                    random.append(inner.strip())
+                    last = i + 1
+        elif ch == "|" and depth == 0:
+            raise FormulaError(
+                f"random-effect term without parentheses in {rhs!r}; write it as '(expr | group)', e.g. '(1 | group)'"
+            )
+    if depth != 0:
+        raise FormulaError(f"unbalanced '(' in {rhs!r}")
+    fixed.append(rhs[last:])
+    return _tidy_sum("".join(fixed)), random
+
+
+def _has_top_level_bar(text: str) -> bool:
+    depth = 0
+    for ch in text:
+        depth += ch == "("
+        depth -= ch == ")"
+        if ch == "|" and depth == 0:
+            return True
+    return False
+
+
+def _tidy_sum(text: str) -> str:
+    """Collapse the ``+`` left behind by removed terms: ``"a +  + b + "`` -> ``"a + b"``."""
+    parts = [p.strip() for p in text.split("+")]
+    # '+' inside calls or parentheses must survive: only collapse empty pieces.
+    kept = [p for p in parts if p]
+    return " + ".join(kept) if kept else "1"
+
+
+# ------------------------------------------------------------------------------ formulae level
+@dataclass(frozen=True)
+class ParsedFormula:
+    """One submodel's formula, parsed but not evaluated."""
+
+    which: str  # "location" or "scale"
+    formula: str  # as given
+    response: str | None  # response text, e.g. "math_proficiency"
+    fixed: str  # fixed-effect part of the right-hand side
+    random: tuple[str, ...]  # random-effect terms, e.g. ("1 + x | g",)
+    description: object  # formulae.terms.Model
+
+    @property
+    def columns(self) -> set[str]:
+        """Every data column the formula names (response, predictors, grouping factor)."""
+        return {v for v in self.description.var_names if isinstance(v, str) and v}
+
+    @property
+    def grouping_factors(self) -> list[str]:
+        return sorted({t.factor.name for t in self.description.group_terms})
+
+    @property
+    def formulae_text(self) -> str:
+        """What is handed to ``formulae`` (which rejects a bare leading ``~``)."""
+        rhs = split_formula(self.formula)[1]
+        return f"{self.response} ~ {rhs}" if self.response else rhs
+
+
+def parse_formula(formula: str, which: str = "location") -> ParsedFormula:
+    """Parse one submodel's formula; the location formula needs a response, the scale
+    formula must not have one. Raises :class:`FormulaError` on syntax errors."""
+    if which not in ("location", "scale"):
+        raise ValueError(f"which must be 'location' or 'scale', not {which!r}")
+    lhs, rhs = split_formula(formula)
+    if which == "location" and lhs is None:
+        raise FormulaError(
+            f"location formula {formula!r} has no response; write 'response ~ predictors + (1 | group)'"
+        )
+    if which == "scale" and lhs is not None:
+        raise FormulaError(
+            f"scale formula {formula!r} has a response ({lhs!r}); the scale submodel models the residual SD "
+            f"of the location response, so write it without one: '~ {rhs}'"
+        )
+    fixed, random = split_random(rhs)
+    text = f"{lhs} ~ {rhs}" if lhs else rhs
+    try:
+        from formulae import model_description
+
+        description = model_description(text)
+    except Exception as exc:  # formulae raises ParseError/ScanError/ValueError
+        raise FormulaError(f"cannot parse {which} formula {formula!r}: {exc}") from exc
+    return ParsedFormula(which, formula, lhs, fixed, tuple(random), description)
+
+
+# ---------------------------------------------------------------------------------- checks
+def _check_columns(parsed: ParsedFormula, df: pd.DataFrame) -> None:
+    available = [str(c) for c in df.columns]
+    unknown = sorted(parsed.columns - set(available))
+    if not unknown:
+        return
+    name = unknown[0]
+    close = difflib.get_close_matches(name, available, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise FormulaError(
+        f"column {name!r} in the {parsed.which} formula {parsed.formula!r} is not in the data.{hint} "
+        f"Available columns: {available}"
+    )
+
+
+def _check_random(parsed: ParsedFormula) -> str:
+    """Exactly one random-effect term on one plain grouping column; returns that column."""
+    from formulae.terms.variable import Variable
+
+    where = f"{parsed.which} formula {parsed.formula!r}"
+    if not parsed.random:
+        need = (
+            "the location submodel needs random effects"
+            if parsed.which == "location"
+            else "the SS-MELSM needs at least one scale random effect (its spike-and-slab selects among them)"
+        )
+        raise FormulaError(f"{where} has no random-effect term; {need}: add e.g. '+ (1 | group)'")
+    if len(parsed.random) > 1:
+        raise FormulaError(
+            f"{where} has {len(parsed.random)} random-effect terms {list(parsed.random)}; "
+            "use one term with all effects, e.g. '(1 + x | group)'"
+        )
+    terms = parsed.description.group_terms
+    if not terms:
+        raise FormulaError(f"{where}: the random-effect term ({parsed.random[0]}) has no effects; write e.g. '(1 | group)'")
+    factors = parsed.grouping_factors
+    if len(factors) != 1:
+        raise FormulaError(f"{where} has grouping factors {factors}; the SS-MELSM takes exactly one")
+    components = terms[0].factor.components
+    if len(components) != 1 or not isinstance(components[0], Variable):
+        raise FormulaError(
+            f"{where}: grouping factor {factors[0]!r} must be a single column name; "
+            "make a column with one label per group first"
+        )
+    if not parsed.description.common_terms:
+        raise FormulaError(f"{where} has no fixed effects; keep the intercept (drop '0 +' / '- 1')")
+    return factors[0]
+
+
+def _bare_variables(parsed: ParsedFormula) -> list[str]:
+    """Predictor columns used as they are (not inside a call such as ``C(x)``)."""
+    from formulae.terms.terms import Term
+    from formulae.terms.variable import Variable
+
+    exprs = list(parsed.description.common_terms) + [t.expr for t in parsed.description.group_terms]
+    names = []
+    for term in exprs:
+        if isinstance(term, Term):
+            names += [c.name for c in term.components if isinstance(c, Variable)]
+    return list(dict.fromkeys(names))
+
+
+def _is_numeric(series: pd.Series) -> bool:
+    return pd.api.types.is_bool_dtype(series) or (
+        pd.api.types.is_numeric_dtype(series) and not isinstance(series.dtype, pd.CategoricalDtype)
+    )
+
+
+def _check_types(parsed: ParsedFormula, df: pd.DataFrame) -> None:
+    where = f"{parsed.which} formula {parsed.formula!r}"
+    if parsed.response is not None and parsed.response in df.columns and not _is_numeric(df[parsed.response]):
+        raise FormulaError(
+            f"response column {parsed.response!r} in the {where} is not numeric (dtype {df[parsed.response].dtype}); "
+            "the SS-MELSM needs a continuous response"
+        )
+    for name in _bare_variables(parsed):
+        if not _is_numeric(df[name]):
+            raise FormulaError(
+                f"predictor column {name!r} in the {where} is not numeric (dtype {df[name].dtype}); "
+                f"it needs a numeric coding, e.g. a 0/1 dummy column, or write C({name}) for treatment coding"
+            )
+
+
+def _missing_rows(df: pd.DataFrame, columns: list[str]) -> pd.Series:
+    return df[columns].isna().any(axis=1)
+
+
+def _check_missing(df: pd.DataFrame, columns: list[str]) -> None:
+    na = df[columns].isna()
+    rows = na.any(axis=1).to_numpy()
+    if not rows.any():
+        return
+    counts = {c: int(n) for c, n in na.sum().items() if n}
+    detail = ", ".join(f"{c!r} ({n} row{'s' if n > 1 else ''})" for c, n in counts.items())
+    first = np.flatnonzero(rows)[:_MAX_ROWS_SHOWN].tolist()
+    raise FormulaError(
+        f"missing values in column(s) {detail}; {int(rows.sum())} of {len(df)} rows affected, "
+        f"first at row positions {first} (0-based). Drop those rows with dropna=True (CLI: --dropna) "
+        "or impute them first"
+    )
+
+
+# ---------------------------------------------------------------------------------- building
+def _design(parsed: ParsedFormula, data: pd.DataFrame):
+    from formulae import design_matrices
+
+    try:
+        return design_matrices(parsed.formulae_text, data, na_action="error", extra_namespace={"np": np})
+    except Exception as exc:
+        raise FormulaError(f"cannot evaluate the {parsed.which} formula {parsed.formula!r}: {exc!r}") from exc
+
+
+def _fixed_matrix(dm) -> tuple[np.ndarray, list[str]]:
+    names = [label for term in dm.common.terms.values() for label in term.labels]
+    return np.asarray(dm.common.design_matrix, dtype=np.float64), names
+
+
+def _random_matrix(dm, n: int) -> tuple[np.ndarray, list[str]]:
+    """One column per random effect of the term ``(expr | g)``: the evaluated ``expr``
+    (formulae splits ``(1 + x | g)`` into the terms ``1|g`` and ``x|g``, in order)."""
+    cols, names = [], []
+    for term in dm.group.terms.values():
+        cols.append(np.asarray(term.expr.data, dtype=np.float64).reshape(n, -1))
+        names += list(term.expr.labels)
+    return np.concatenate(cols, axis=1), names
+
+
+def melsm_data_from_formulas(df: pd.DataFrame, location: str, scale: str, *, dropna: bool = False) -> MelsmData:
+    """Build the SS-MELSM dataset from ``df`` and the two submodel formulas.
+
+    ``location``: ``"y ~ fixed + (random | g)"``; ``scale``: ``"~ fixed + (random | g)"``
+    (a leading ``~`` is optional). Returns a :class:`MelsmData` with ``X``/``Z_loc`` from the
+    location formula, ``W``/``Z_scale`` from the scale formula, column names as ``formulae``
+    writes them (``"Intercept"``, ``"a:b"`` for interactions), group labels the sorted unique
+    values of ``g``. ``meta`` records both formulas and ``dropped_rows``.
+
+    With ``dropna=True`` rows with a missing value in any column the formulas use are dropped
+    (and counted in ``meta["dropped_rows"]``); otherwise missing values raise
+    :class:`FormulaError`. Centring is left to the user: columns enter as they are.
+    """
+    if not isinstance(df, pd.DataFrame):
+        raise FormulaError(f"data must be a pandas DataFrame, got {type(df).__name__}")
+    loc = parse_formula(location, "location")
+    scl = parse_formula(scale, "scale")
+    for parsed in (loc, scl):
+        _check_columns(parsed, df)
+    g_loc, g_scl = _check_random(loc), _check_random(scl)
+    if g_loc != g_scl:
+        raise FormulaError(
+            f"the location formula groups by {g_loc!r} but the scale formula by {g_scl!r}; "
+            "both submodels need the same grouping factor"
+        )
+    for parsed in (loc, scl):
+        _check_types(parsed, df)
+    used = [c for c in df.columns if c in loc.columns | scl.columns]
+    dropped = 0
+    if dropna:
+        rows = _missing_rows(df, used)
+        dropped = int(rows.sum())
+        df = df.loc[~rows]
+    else:
+        _check_missing(df, used)
+    if len(df) == 0:
+        raise FormulaError(f"no rows left after dropping {dropped} rows with missing values")
+    data = df.reset_index(drop=True)
+
+    dm_loc, dm_scl = _design(loc, data), _design(scl, data)
+    n = len(data)
+    y = np.asarray(dm_loc.response.design_matrix, dtype=np.float64).reshape(n)
+    X, x_names = _fixed_matrix(dm_loc)
+    Z_loc, z_loc_names = _random_matrix(dm_loc, n)
+    W, w_names = _fixed_matrix(dm_scl)
+    Z_scale, z_scale_names = _random_matrix(dm_scl, n)
+    return MelsmData.from_arrays(
+        y,
+        data[g_loc].to_numpy(),
+        X,
+        Z_loc,
+        W,
+        Z_scale,
+        x_names=x_names,
+        z_loc_names=z_loc_names,
+        w_names=w_names,
+        z_scale_names=z_scale_names,
+        response=dm_loc.response.name,
+        group_name=g_loc,
+        meta={"location_formula": location, "scale_formula": scale, "dropped_rows": dropped},
+    )

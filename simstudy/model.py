@@ -1,0 +1,245 @@
+r"""The SS-MELSM as a NumPyro model over plain arrays.
+
+For observation ``i`` in group ``j = g(i)``:
+
+.. math::
+
+    y_i \sim N(\mu_i, \sigma_i),\quad \mu_i = X_i\beta + Z^{loc}_i u_j,\quad
+    \log\sigma_i = W_i\eta + Z^{sc}_i (t_j \odot \delta_j),
+
+with ``v_j = (u_j, t_j) = diag(tau) L z_j`` (``L`` the LKJ Cholesky factor, identity for
+independent effects) and ``delta_jk ~ Bernoulli(pi)`` for each of the K scale random effects.
+
+The indicators are marginalised: for each group, with ``c`` running over the ``2^K``
+indicator combinations,
+
+.. math:: \log p(y_j \mid \cdot) = \mathrm{logsumexp}_c\,[\log p(c) + \log p(y_j \mid c, \cdot)],
+
+and the full-conditional probabilities ``Pr(delta_jk = 1 | y, everything else)`` are kept as
+the deterministic site ``incl_prob``; their posterior mean is the Rao-Blackwellised PIP.
+
+Two exactly equivalent likelihood paths: per-group sufficient statistics when the scale
+design is constant within groups (cost O(J), see :class:`simstudy.data.GroupStats`), else
+per observation (cost O(N 2^K)).
+
+Every prior *value* (pi, SD-prior family and parameters, LKJ eta, fixed-effect prior means
+and SDs) is an array in ``hyper``, so one compiled program serves a whole sweep; only the
+:class:`Structure` (shapes, likelihood path, correlation on/off, parameterisation) is static.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+from jax.scipy.special import gammaln, logsumexp
+from numpyro.distributions import constraints
+
+from .data import MelsmData
+from .priors import Priors
+
+jax.config.update("jax_enable_x64", True)
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+@dataclass(frozen=True)
+class Structure:
+    """What the compiled program depends on besides array shapes."""
+
+    n_groups: int
+    q_loc: int
+    k_scale: int
+    correlated: bool = True
+    sufficient: bool = True
+    centered_location: bool = True
+
+    @property
+    def n_random(self) -> int:
+        return self.q_loc + self.k_scale
+
+    @property
+    def combos(self) -> np.ndarray:
+        """All ``2^K`` indicator combinations, shape (2^K, K), row 0 = all excluded."""
+        return np.array(list(itertools.product((0.0, 1.0), repeat=self.k_scale)))
+
+
+def structure_for(data: MelsmData, priors: Priors, *, sufficient: bool | None = None,
+                  centered_location: bool | None = None) -> Structure:
+    """Pick the likelihood path and parameterisation for ``data``.
+
+    The location effects are centred when groups are large enough for the data to dominate
+    (median group size >= 10), non-centred otherwise; scale effects are always non-centred
+    (a group with ``delta = 0`` has a scale effect informed by its prior only).
+    """
+    d = data.dims
+    if sufficient is None:
+        sufficient = data.scale_is_group_level
+    if sufficient and not data.scale_is_group_level:
+        raise ValueError("sufficient statistics need a scale design that is constant within groups")
+    if centered_location is None:
+        centered_location = bool(np.median(data.group_sizes) >= 10)
+    correlated = priors.correlated and (d["Q_loc"] + d["K"]) > 1
+    return Structure(data.n_groups, d["Q_loc"], d["K"], correlated, bool(sufficient), bool(centered_location))
+
+
+# ----------------------------------------------------------------------------- inputs
+def model_arrays(data: MelsmData, structure: Structure) -> dict[str, np.ndarray]:
+    """The arrays the model reads (only those its likelihood path needs)."""
+    s = data.stats
+    arrays = {
+        "X_mean": s.X_mean,
+        "Z_loc_mean": s.Z_loc_mean,
+        "W_mean": s.W_mean,
+        "Z_scale_mean": s.Z_scale_mean,
+    }
+    if structure.sufficient:
+        arrays.update(n=s.n, yy=s.yy, Ay=s.Ay, AA=s.AA)
+    else:
+        arrays.update(y=data.y, group=data.group, X=data.X, Z_loc=data.Z_loc, W=data.W, Z_scale=data.Z_scale)
+    return arrays
+
+
+def hyper_arrays(data: MelsmData, priors: Priors) -> dict[str, np.ndarray]:
+    """Runtime prior values. The location intercept prior is ``N(mean(y), 3 sd(y))`` unless
+    set; other location effects ``N(0, location_fixed_sd)``; scale effects ``N(0, scale_fixed_sd)``."""
+    d = data.dims
+    y_mean, y_sd = float(np.mean(data.y)), float(np.std(data.y, ddof=1))
+    beta_mean = np.zeros(d["P"])
+    beta_sd = np.full(d["P"], priors.location_fixed_sd)
+    intercept = _intercept_column(data.X)
+    if intercept is not None:
+        beta_mean[intercept] = y_mean if priors.location_intercept_mean is None else priors.location_intercept_mean
+        beta_sd[intercept] = 3.0 * y_sd if priors.location_intercept_sd is None else priors.location_intercept_sd
+    sd_prior = np.stack([priors.location_sd.as_array()] * d["Q_loc"] + [priors.scale_sd.as_array()] * d["K"])
+    return {
+        "pi": np.float64(priors.pi),
+        "beta_mean": beta_mean,
+        "beta_sd": beta_sd,
+        "eta_mean": np.zeros(d["S"]),
+        "eta_sd": np.full(d["S"], priors.scale_fixed_sd),
+        "sd_prior": sd_prior,  # (Q, 3): family code, p1, p2
+        "lkj_eta": np.float64(priors.lkj_eta),
+    }
+
+
+def _intercept_column(M: np.ndarray) -> int | None:
+    ones = np.flatnonzero(np.all(M == 1.0, axis=0))
+    return int(ones[0]) if ones.size else None
+
+
+# ----------------------------------------------------------------------------- priors
+def sd_prior_logpdf(tau, spec):
+    """Log density of each random-effect SD under its prior family (selected at runtime).
+
+    ``spec[..., 0]`` is the family code (0 half-t(df, s), 1 half-normal(s), 2 half-Cauchy(s),
+    3 exponential(rate)); unused parameter slots hold safe values.
+    """
+    code, p1, p2 = spec[..., 0], spec[..., 1], spec[..., 2]
+    half_t = (
+        math.log(2.0)
+        + gammaln((p1 + 1) / 2) - gammaln(p1 / 2) - 0.5 * jnp.log(p1 * math.pi) - jnp.log(p2)
+        - (p1 + 1) / 2 * jnp.log1p((tau / p2) ** 2 / p1)
+    )
+    half_normal = 0.5 * math.log(2.0 / math.pi) - jnp.log(p1) - 0.5 * (tau / p1) ** 2
+    half_cauchy = math.log(2.0 / math.pi) - jnp.log(p1) - jnp.log1p((tau / p1) ** 2)
+    exponential = jnp.log(p1) - p1 * tau
+    return jnp.select([code == 0, code == 1, code == 2], [half_t, half_normal, half_cauchy], exponential)
+
+
+# ----------------------------------------------------------------------------- model
+def ssmelsm(arrays, hyper, structure: Structure):
+    """NumPyro model of the SS-MELSM with marginalised spike-and-slab indicators."""
+    J, Ql, K, Q = structure.n_groups, structure.q_loc, structure.k_scale, structure.n_random
+    combos = jnp.asarray(structure.combos)  # (C, K)
+
+    beta = numpyro.sample("beta", dist.Normal(hyper["beta_mean"], hyper["beta_sd"]).to_event(1))
+    eta = numpyro.sample("eta", dist.Normal(hyper["eta_mean"], hyper["eta_sd"]).to_event(1))
+    tau = numpyro.sample("tau", dist.ImproperUniform(constraints.positive, (), (Q,)))
+    numpyro.factor("tau_prior", jnp.sum(sd_prior_logpdf(tau, hyper["sd_prior"])))
+    if structure.correlated:
+        L = numpyro.sample("L_corr", dist.LKJCholesky(Q, hyper["lkj_eta"]))
+    else:
+        L = jnp.eye(Q)
+
+    if structure.centered_location:
+        # u_j ~ MVN(0, diag(tau_l) L_ll L_ll' diag(tau_l)); t_j | u_j non-centred.
+        scale_tril_loc = tau[:Ql, None] * L[:Ql, :Ql]
+        u = numpyro.sample("u", dist.MultivariateNormal(jnp.zeros(Ql), scale_tril=scale_tril_loc).expand([J]).to_event(1))
+        z_loc = jax.scipy.linalg.solve_triangular(L[:Ql, :Ql], (u / tau[:Ql]).T, lower=True).T  # (J, Ql)
+        z_scale = numpyro.sample("z_scale", dist.Normal(0.0, 1.0).expand([J, K]).to_event(2))
+        t = tau[Ql:] * (z_loc @ L[Ql:, :Ql].T + z_scale @ L[Ql:, Ql:].T)
+    else:
+        z = numpyro.sample("z", dist.Normal(0.0, 1.0).expand([J, Q]).to_event(2))
+        v = (z @ L.T) * tau
+        u, t = v[:, :Ql], v[:, Ql:]
+
+    n_in = jnp.sum(combos, axis=1)
+    log_prior_c = n_in * jnp.log(hyper["pi"]) + (K - n_in) * jnp.log1p(-hyper["pi"])
+    ll_jc = group_loglik(arrays, beta, eta, u, t, combos, structure)  # (J, C)
+    logits = ll_jc + log_prior_c
+    numpyro.factor("loglik", jnp.sum(logsumexp(logits, axis=1)))
+
+    combo_prob = jax.nn.softmax(logits, axis=1)
+    numpyro.deterministic("combo_prob", combo_prob)
+    numpyro.deterministic("incl_prob", combo_prob @ combos)
+    numpyro.deterministic("t", t)
+    if not structure.centered_location:
+        numpyro.deterministic("u", u)
+    # group summaries on the data scale: mean of mu_i, and the within-group SD
+    # E_delta[exp(mean_i log sigma_i)] at the group's own covariate values
+    numpyro.deterministic("group_mean", arrays["X_mean"] @ beta + jnp.sum(arrays["Z_loc_mean"] * u, axis=1))
+    ls_group = (arrays["W_mean"] @ eta)[:, None] + (arrays["Z_scale_mean"] * t) @ combos.T
+    numpyro.deterministic("group_sd", jnp.sum(combo_prob * jnp.exp(ls_group), axis=1))
+
+
+def group_loglik(arrays, beta, eta, u, t, combos, structure: Structure):
+    """``log p(y_j | c, beta, eta, u_j, t_j)`` for every group and combination: (J, C)."""
+    if structure.sufficient:
+        J = structure.n_groups
+        theta = jnp.concatenate([jnp.broadcast_to(beta, (J, beta.shape[0])), u], axis=1)
+        rss = (
+            arrays["yy"]
+            - 2.0 * jnp.sum(theta * arrays["Ay"], axis=1)
+            + jnp.einsum("jp,jpq,jq->j", theta, arrays["AA"], theta)
+        )
+        log_sigma = (arrays["W_mean"] @ eta)[:, None] + (arrays["Z_scale_mean"] * t) @ combos.T  # (J, C)
+        n = arrays["n"][:, None]
+        return -n * (log_sigma + 0.5 * LOG_2PI) - 0.5 * rss[:, None] * jnp.exp(-2.0 * log_sigma)
+    g = arrays["group"]
+    mu = arrays["X"] @ beta + jnp.sum(arrays["Z_loc"] * u[g], axis=1)
+    log_sigma = (arrays["W"] @ eta)[:, None] + (arrays["Z_scale"] * t[g]) @ combos.T  # (N, C)
+    resid = (arrays["y"] - mu)[:, None]
+    ll_ic = -log_sigma - 0.5 * LOG_2PI - 0.5 * resid**2 * jnp.exp(-2.0 * log_sigma)
+    return jax.ops.segment_sum(ll_ic, g, num_segments=structure.n_groups)
+
+
+def pointwise_loglik(data: MelsmData, draws: dict, rng_key) -> np.ndarray:
+    """Per-observation log-likelihood for PSIS-LOO, as ivd defines it: for each draw the
+    group's indicator combination is drawn from its full conditional ``combo_prob``.
+
+    ``draws`` hold arrays with leading (chain, draw) dims: beta, eta, u, t, combo_prob.
+    Returns (chain, draw, N).
+    """
+    combos = jnp.asarray(list(itertools.product((0.0, 1.0), repeat=data.dims["K"])))
+    g = jnp.asarray(data.group)
+    y, X, Zl, W, Zs = (jnp.asarray(a) for a in (data.y, data.X, data.Z_loc, data.W, data.Z_scale))
+
+    def one(key, beta, eta, u, t, combo_prob):
+        c = jax.random.categorical(key, jnp.log(combo_prob))  # (J,)
+        delta = combos[c]  # (J, K)
+        mu = X @ beta + jnp.sum(Zl * u[g], axis=1)
+        log_sigma = W @ eta + jnp.sum(Zs * (t * delta)[g], axis=1)
+        return -log_sigma - 0.5 * LOG_2PI - 0.5 * ((y - mu) * jnp.exp(-log_sigma)) ** 2
+
+    chains, n_draws = draws["beta"].shape[:2]
+    keys = jax.random.split(rng_key, chains * n_draws).reshape(chains, n_draws, -1)
+    flat = jax.jit(jax.vmap(jax.vmap(one)))
+    out = flat(keys, *(jnp.asarray(draws[k]) for k in ("beta", "eta", "u", "t", "combo_prob")))
+    return np.asarray(out)
