@@ -59,6 +59,8 @@ class Structure:
     correlated: bool = True
     sufficient: bool = True
     centered_location: bool = True
+    #: for each location random effect, the fixed-effect column it shares (or -1)
+    loc_match: tuple[int, ...] = ()
 
     @property
     def n_random(self) -> int:
@@ -86,7 +88,14 @@ def structure_for(data: MelsmData, priors: Priors, *, sufficient: bool | None = 
     if centered_location is None:
         centered_location = bool(np.median(data.group_sizes) >= 10)
     correlated = priors.correlated and (d["Q_loc"] + d["K"]) > 1
-    return Structure(data.n_groups, d["Q_loc"], d["K"], correlated, bool(sufficient), bool(centered_location))
+    loc_match = tuple(_matching_column(data.Z_loc[:, q], data.X) for q in range(d["Q_loc"]))
+    return Structure(data.n_groups, d["Q_loc"], d["K"], correlated, bool(sufficient), bool(centered_location), loc_match)
+
+
+def _matching_column(z: np.ndarray, X: np.ndarray) -> int:
+    """Index of the column of ``X`` equal to ``z`` (e.g. the intercept), or -1."""
+    same = np.flatnonzero(np.all(X == z[:, None], axis=0))
+    return int(same[0]) if same.size else -1
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -169,10 +178,20 @@ def ssmelsm(arrays, hyper, structure: Structure):
         L = jnp.eye(Q)
 
     if structure.centered_location:
-        # u_j ~ MVN(0, diag(tau_l) L_ll L_ll' diag(tau_l)); t_j | u_j non-centred.
-        scale_tril_loc = tau[:Ql, None] * L[:Ql, :Ql]
-        u = numpyro.sample("u", dist.MultivariateNormal(jnp.zeros(Ql), scale_tril=scale_tril_loc).expand([J]).to_event(1))
-        z_loc = jax.scipy.linalg.solve_triangular(L[:Ql, :Ql], (u / tau[:Ql]).T, lower=True).T  # (J, Ql)
+        # Hierarchical centring: m_j = centre + u_j ~ MVN(centre, diag(tau_l) L_ll L_ll' diag(tau_l)),
+        # where centre holds the fixed effect sharing each random effect's column (e.g. the
+        # intercept), so m_j is nearly independent of beta; t_j | u_j is non-centred.
+        match = np.array(structure.loc_match)
+        centre = jnp.where(match >= 0, beta[np.maximum(match, 0)], 0.0)
+        m = numpyro.sample("m", dist.ImproperUniform(constraints.real, (), (J, Ql)))
+        u = m - centre
+        L_ll = L[:Ql, :Ql]
+        if Ql == 1:
+            z_loc = u / tau[:Ql]
+        else:
+            z_loc = jax.scipy.linalg.solve_triangular(L_ll, (u / tau[:Ql]).T, lower=True).T  # (J, Ql)
+        log_det = jnp.sum(jnp.log(tau[:Ql])) + jnp.sum(jnp.log(jnp.diagonal(L_ll)))
+        numpyro.factor("m_prior", jnp.sum(-0.5 * z_loc**2) - J * (log_det + 0.5 * Ql * LOG_2PI))
         z_scale = numpyro.sample("z_scale", dist.Normal(0.0, 1.0).expand([J, K]).to_event(2))
         t = tau[Ql:] * (z_loc @ L[Ql:, :Ql].T + z_scale @ L[Ql:, Ql:].T)
     else:
@@ -190,8 +209,7 @@ def ssmelsm(arrays, hyper, structure: Structure):
     numpyro.deterministic("combo_prob", combo_prob)
     numpyro.deterministic("incl_prob", combo_prob @ combos)
     numpyro.deterministic("t", t)
-    if not structure.centered_location:
-        numpyro.deterministic("u", u)
+    numpyro.deterministic("u", u)
     # group summaries on the data scale: mean of mu_i, and the within-group SD
     # E_delta[exp(mean_i log sigma_i)] at the group's own covariate values
     numpyro.deterministic("group_mean", arrays["X_mean"] @ beta + jnp.sum(arrays["Z_loc_mean"] * u, axis=1))

@@ -1,0 +1,135 @@
+"""The SS-MELSM log density: both likelihood paths against each other and against a direct
+NumPy/SciPy computation, and the runtime-selected SD priors against SciPy."""
+
+import itertools
+from functools import partial
+
+import jax
+import numpy as np
+import pytest
+from numpyro.infer.util import potential_energy
+from scipy import stats
+from scipy.special import logsumexp
+
+from simstudy.data import MelsmData
+from simstudy.fit import initial_values
+from simstudy.model import group_loglik, hyper_arrays, model_arrays, sd_prior_logpdf, ssmelsm, structure_for
+from simstudy.priors import Priors, SDPrior
+
+
+def _group_level_data(K: int, seed: int = 3) -> MelsmData:
+    """Student-level location predictors, group-level scale predictors (so both paths apply)."""
+    rng = np.random.default_rng(seed)
+    J = 9
+    sizes = rng.integers(1, 12, J)  # includes tiny groups
+    g = np.repeat(np.arange(J), sizes)
+    x = rng.normal(size=g.size)
+    xb = rng.normal(size=J)
+    X = np.column_stack([np.ones(g.size), x, xb[g]])
+    Z_loc = np.column_stack([np.ones(g.size), x])
+    W = np.column_stack([np.ones(g.size), xb[g]])
+    Z_scale = np.column_stack([np.ones(g.size), xb[g]])[:, :K]
+    y = 2.0 + 0.5 * x + rng.normal(size=g.size) * np.exp(0.3 * xb[g])
+    return MelsmData.from_arrays(y, g, X, Z_loc, W, Z_scale)
+
+
+def _random_params(data, structure, seed):
+    rng = np.random.default_rng(seed)
+    init = initial_values(data, structure, rng, chains=1)
+    return {k: v[0] + rng.normal(scale=0.3, size=v[0].shape) for k, v in init.items()}
+
+
+@pytest.mark.parametrize("K", [1, 2])
+@pytest.mark.parametrize("centered", [True, False])
+def test_sufficient_statistics_equal_per_observation(K, centered):
+    data = _group_level_data(K)
+    assert data.scale_is_group_level
+    priors = Priors(pi=0.3)
+    s_suff = structure_for(data, priors, sufficient=True, centered_location=centered)
+    s_obs = structure_for(data, priors, sufficient=False, centered_location=centered)
+    hyper = hyper_arrays(data, priors)
+    for seed in range(3):
+        params = _random_params(data, s_suff, seed)
+        pe = [
+            float(potential_energy(partial(ssmelsm, structure=s), (model_arrays(data, s), hyper), {}, params))
+            for s in (s_suff, s_obs)
+        ]
+        assert np.isfinite(pe[0])
+        assert abs(pe[0] - pe[1]) <= 1e-8 * max(1.0, abs(pe[0]))
+
+
+@pytest.mark.parametrize("K", [1, 2])
+def test_group_loglik_matches_scipy(K):
+    """log p(y_j | c, ...) for every indicator combination c, against scipy.stats.norm."""
+    data = _group_level_data(K)
+    rng = np.random.default_rng(7)
+    d = data.dims
+    beta, eta = rng.normal(size=d["P"]), rng.normal(scale=0.3, size=d["S"])
+    u, t = rng.normal(scale=0.5, size=(data.n_groups, d["Q_loc"])), rng.normal(scale=0.5, size=(data.n_groups, K))
+    combos = np.array(list(itertools.product((0.0, 1.0), repeat=K)))
+    expected = np.zeros((data.n_groups, len(combos)))
+    for c, delta in enumerate(combos):
+        mu = data.X @ beta + np.sum(data.Z_loc * u[data.group], axis=1)
+        sigma = np.exp(data.W @ eta + np.sum(data.Z_scale * (t * delta)[data.group], axis=1))
+        expected[:, c] = np.bincount(data.group, stats.norm.logpdf(data.y, mu, sigma), minlength=data.n_groups)
+    for sufficient in (True, False):
+        s = structure_for(data, Priors(), sufficient=sufficient)
+        got = np.asarray(group_loglik(model_arrays(data, s), beta, eta, u, t, combos, s))
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)
+    # marginal over indicators at pi: logsumexp_c [log p(c) + log p(y_j | c)]
+    pi = 0.3
+    log_prior = combos.sum(1) * np.log(pi) + (K - combos.sum(1)) * np.log1p(-pi)
+    marginal = logsumexp(expected + log_prior, axis=1)
+    brute = np.log(sum(np.exp(expected[:, c]) * np.prod(np.where(combos[c] == 1, pi, 1 - pi)) for c in range(len(combos))))
+    np.testing.assert_allclose(marginal, brute, rtol=1e-10)
+
+
+def test_per_observation_path_for_student_level_scale_predictors():
+    rng = np.random.default_rng(0)
+    g = np.repeat(np.arange(5), 6)
+    x = rng.normal(size=g.size)
+    data = MelsmData.from_arrays(rng.normal(size=g.size), g, W=np.column_stack([np.ones(g.size), x]))
+    assert not data.scale_is_group_level
+    assert not structure_for(data, Priors()).sufficient
+    with pytest.raises(ValueError, match="constant within groups"):
+        structure_for(data, Priors(), sufficient=True)
+
+
+@pytest.mark.parametrize(
+    "prior", ["half_t(3, 1)", "half_t(7, 0.4)", "half_normal(0.25)", "half_cauchy(2)", "exponential(1.5)"]
+)
+def test_sd_prior_logpdf_matches_scipy(prior):
+    spec = SDPrior.parse(prior)
+    tau = np.array([0.01, 0.3, 1.0, 4.0])
+    got = np.asarray(sd_prior_logpdf(tau, np.broadcast_to(spec.as_array(), (4, 3))))
+    np.testing.assert_allclose(got, spec.logpdf(tau), rtol=1e-10)
+    # it is a density on (0, inf)
+    grid = np.linspace(1e-6, 200, 400001)
+    dens = np.exp(np.asarray(sd_prior_logpdf(grid, np.broadcast_to(spec.as_array(), (grid.size, 3)))))
+    tail = 1.0 - (stats.t.cdf(200 / spec.params[1], spec.params[0]) * 2 - 1) if spec.family == "half_t" else 0.0
+    if spec.family == "half_cauchy":
+        tail = 1.0 - 2 / np.pi * np.arctan(200 / spec.params[0])
+    assert abs(np.trapezoid(dens, grid) + tail - 1.0) < 2e-3
+
+
+def test_structure_choices():
+    rng = np.random.default_rng(1)
+    small = MelsmData.intercepts_only(rng.normal(size=20), np.repeat(np.arange(10), 2))
+    large = MelsmData.intercepts_only(rng.normal(size=200), np.repeat(np.arange(10), 20))
+    assert not structure_for(small, Priors()).centered_location
+    assert structure_for(large, Priors()).centered_location
+    assert structure_for(large, Priors()).loc_match == (0,)
+    assert structure_for(large, Priors(correlated=False)).correlated is False
+    assert hyper_arrays(large, Priors()).keys() == hyper_arrays(large, Priors(pi=0.1)).keys()
+
+
+def test_intercept_prior_from_data():
+    rng = np.random.default_rng(2)
+    y = 5 + 2 * rng.normal(size=40)
+    data = MelsmData.intercepts_only(y, np.repeat(np.arange(4), 10))
+    h = hyper_arrays(data, Priors())
+    assert h["beta_mean"][0] == pytest.approx(y.mean())
+    assert h["beta_sd"][0] == pytest.approx(3 * y.std(ddof=1))
+    assert h["eta_sd"][0] == 3.0
+    h2 = hyper_arrays(data, Priors(location_intercept_mean=0.0, location_intercept_sd=10.0))
+    assert (h2["beta_mean"][0], h2["beta_sd"][0]) == (0.0, 10.0)
