@@ -1,0 +1,471 @@
+"""Sensitivity report of a results store: figures, CSV tables and a Markdown summary.
+
+    python analysis/sensitivity_report.py STORE --out report/
+
+writes into ``report/``:
+
+* ``report.md``: the design, which fits count, and for every factor that varies generated
+  sentences on how TPR, FPR, the family-wise false-flag rate, ROC AUC and calibration (ECE,
+  Brier score) move with it, each value with its Monte Carlo SE; cell tables; estimation of
+  the hyperparameters; runtime and sampling quality; the BF >= 3 rule for comparison;
+* ``figures/``: every study figure (PNG + PDF) of :func:`simstudy.plots.plot_all`;
+* ``tables/``: ``summary.csv`` (every cell metric with MCSE), ``summary_bf.csv`` (flagging by
+  BF >= 3), ``marginals.csv`` (each metric averaged per factor level), ``reliability.csv``
+  and ``roc_curves.csv``.
+
+Works for any factor set, single-cell designs, and tiny studies with undefined rates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+try:
+    from simstudy import metrics as M
+    from simstudy import plots as P
+except ImportError:  # run from a checkout without installing
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from simstudy import metrics as M
+    from simstudy import plots as P
+
+#: metrics described factor by factor (name in sentences, summary variable)
+TREND_METRICS = [
+    ("TPR", "tpr"),
+    ("FPR", "fpr"),
+    ("the probability of at least one false flag", "fwer"),
+    ("ROC AUC", "roc_auc"),
+    ("ECE", "ece"),
+    ("the Brier score", "brier"),
+]
+#: factors discussed first (the brief: pi, the tau priors, J and n), then any other
+FACTOR_ORDER = ["pi", "scale_sd", "location_sd", "n_groups", "group_size"]
+
+CELL_COLUMNS = [
+    ("tpr", "TPR"),
+    ("fpr", "FPR"),
+    ("fwer", "P(≥1 FP)"),
+    ("precision", "Precision"),
+    ("f1", "F1"),
+    ("mcc", "MCC"),
+    ("roc_auc", "ROC AUC"),
+    ("ece", "ECE"),
+    ("brier", "Brier"),
+]
+
+
+# ============================================================================ formatting
+def _digits(se: float, min_digits: int = 2) -> int:
+    """Decimals that show the first significant digit of the MCSE (at least ``min_digits``)."""
+    if se is None or not np.isfinite(se) or se <= 0:
+        return max(3, min_digits)
+    return int(min(4, max(min_digits, -math.floor(math.log10(se)))))
+
+
+def num(v: float, se: float | None = None, paren: str = "MCSE ", min_digits: int = 2) -> str:
+    """``0.41 (MCSE 0.05)``; digits follow the MCSE; "n/a" for undefined values."""
+    if v is None or not np.isfinite(v):
+        return "n/a"
+    d = _digits(se if se is not None else np.nan, min_digits)
+    s = _f(v, d)
+    if se is not None:
+        s += f" ({paren}{_f(se, d)})" if np.isfinite(se) else f" ({paren}n/a)"
+    return s
+
+
+def _f(v: float, d: int, sign: bool = False) -> str:
+    """Fixed-point text without a negative zero ("-0.00" -> "0.00")."""
+    s = f"{v:+.{d}f}" if sign else f"{v:.{d}f}"
+    if float(s) == 0:
+        s = f"{0:.{d}f}"
+    return s
+
+
+def cell_value(v: float, se: float, min_digits: int = 2) -> str:
+    """Table entry ``0.41 (0.05)``."""
+    return num(v, se, paren="", min_digits=min_digits)
+
+
+def md_table(df: pd.DataFrame) -> str:
+    """A DataFrame as a GitHub Markdown table (no extra dependencies)."""
+    cols = [str(c) for c in df.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for _, row in df.iterrows():
+        lines.append("| " + " | ".join(str(v).replace("|", "\\|") for v in row.tolist()) + " |")
+    return "\n".join(lines)
+
+
+def _at(factor: str, level) -> str:
+    return P.format_level(factor, level)
+
+
+# ============================================================================ sentences
+def describe_trend(summary: xr.Dataset, metric: str, factor: str, name: str | None = None) -> str:
+    """One sentence on how a cell metric moves across the levels of ``factor`` (averaged
+    over the other factors), with MCSEs. A change counts when the largest and smallest
+    level means differ by more than 2 MCSE of their difference."""
+    name = name or metric.upper()
+    mg = M.marginal(summary, metric, factor)
+    defined = mg[np.isfinite(mg["value"])]
+    undefined = mg[~np.isfinite(mg["value"])]
+    tail = ""
+    if len(undefined):
+        tail = " It is undefined at " + ", ".join(_at(factor, v) for v in undefined["level"]) + "."
+    if len(defined) == 0:
+        return f"{_cap(name)} is undefined at every level of {_low(P.pretty(factor))} (see the notes on undefined rates)."
+    parts = [f"{num(r.value, r.mcse)} at {_at(factor, r.level)}" for r in defined.itertuples()]
+    if len(defined) == 1:
+        return f"{_cap(name)} is {parts[0]}.{tail}"
+    vals, ses = defined["value"].to_numpy(), defined["mcse"].to_numpy()
+    if np.ptp(vals) == 0:
+        top = np.nanmax(ses) if np.isfinite(ses).any() else np.nan
+        se_txt = "" if not np.isfinite(top) else (" in every replicate" if top == 0 else f" (MCSE at most {top:.{_digits(top)}f})")
+        return f"{_cap(name)} is {vals[0]:.{_digits(np.nanmax(ses) if np.isfinite(ses).any() else np.nan)}f} at every level of {_low(P.pretty(factor))}{se_txt}.{tail}"
+    imax, imin = int(np.argmax(vals)), int(np.argmin(vals))
+    se_range = math.sqrt(ses[imax] ** 2 + ses[imin] ** 2)
+    spread = vals[imax] - vals[imin]
+    first, last = defined.iloc[0], defined.iloc[-1]
+    steps = np.diff(vals)
+    mono_up = np.all(steps >= 0)
+    mono_down = np.all(steps <= 0)
+    if not np.isfinite(se_range):
+        verdict = " (Monte Carlo error not available with fewer than two replicates)"
+        sig = spread > 0
+    else:
+        sig = spread > 2 * se_range
+        verdict = ""
+    if not sig:
+        return (
+            f"{_cap(name)} does not change with {_low(P.pretty(factor))} beyond Monte Carlo error: "
+            + "; ".join(parts)
+            + f" (largest difference {spread:.{_digits(se_range)}f}, MCSE {se_range:.{_digits(se_range)}f}).{tail}"
+        )
+    d = _digits(se_range)
+    diff = last.value - first.value
+    se_diff = math.sqrt(first.mcse**2 + last.mcse**2) if np.isfinite(first.mcse) and np.isfinite(last.mcse) else np.nan
+    diff_txt = f" (difference {_f(diff, d, True)}, MCSE {_f(se_diff, d)})" if np.isfinite(se_diff) else f" (difference {_f(diff, d, True)})"
+    if mono_up or mono_down:
+        verb = "rises" if mono_up else "falls"
+        middle = f", through {', '.join(parts[1:-1])}," if len(parts) > 2 else ""
+        return f"{_cap(name)} {verb} from {parts[0]}{middle} to {parts[-1]}{diff_txt}{verdict}.{tail}"
+    return (
+        f"{_cap(name)} varies non-monotonically with {_low(P.pretty(factor))}: "
+        + "; ".join(parts)
+        + f"; highest at {_at(factor, defined.iloc[imax].level)}, lowest at {_at(factor, defined.iloc[imin].level)}"
+        + f" (difference {spread:.{d}f}, MCSE {se_range:.{d}f}){verdict}.{tail}"
+    )
+
+
+def _cap(s: str) -> str:
+    return s[:1].upper() + s[1:]
+
+
+def _low(s: str) -> str:
+    """Lower-case the first letter only ("Number of groups J" -> "number of groups J")."""
+    return s[:1].lower() + s[1:]
+
+
+def ordered_factors(summary: xr.Dataset) -> list[str]:
+    varying = M.varying_factors(summary)
+    return [f for f in FACTOR_ORDER if f in varying] + [f for f in varying if f not in FACTOR_ORDER]
+
+
+# ============================================================================ tables
+def marginals_table(summary: xr.Dataset, metrics: list[str]) -> pd.DataFrame:
+    rows = []
+    for f in M.varying_factors(summary):
+        for m in metrics:
+            if m not in summary:
+                continue
+            mg = M.marginal(summary, m, f)
+            for r in mg.itertuples():
+                rows.append({"factor": f, "level": r.level, "metric": m, "value": r.value, "mcse": r.mcse, "n_cells": r.n_cells})
+    return pd.DataFrame(rows, columns=["factor", "level", "metric", "value", "mcse", "n_cells"])
+
+
+def _cell_names(summary: xr.Dataset) -> list[str]:
+    if "cell_label" in summary.coords:
+        return [str(v) for v in summary["cell_label"].values]
+    return [f"cell {i}" for i in range(summary.sizes["cell"])]
+
+
+def cell_table(summary: xr.Dataset, columns=CELL_COLUMNS) -> pd.DataFrame:
+    data = {"Cell": _cell_names(summary), "Fits": [int(v) for v in summary["n_used"].values]}
+    for k, h in columns:
+        if k in summary:
+            se = summary[f"{k}_mcse"].values if f"{k}_mcse" in summary else np.full(summary.sizes["cell"], np.nan)
+            data[h] = [cell_value(float(v), float(s)) for v, s in zip(summary[k].values, se)]
+    return pd.DataFrame(data)
+
+
+def estimation_table(summary: xr.Dataset) -> pd.DataFrame | None:
+    cols = {"Cell": _cell_names(summary)}
+    for p, sym in (("tau_t", "τ_t"), ("eta0", "η₀"), ("tau_u", "τ_u"), ("gamma0", "γ₀"), ("rho", "ρ")):
+        if f"{p}_bias" not in summary or not np.isfinite(summary[f"{p}_bias"].values).any():
+            continue
+        cols[f"bias {sym}"] = [cell_value(float(v), float(s)) for v, s in zip(summary[f"{p}_bias"].values, summary[f"{p}_bias_mcse"].values)]
+        cols[f"RMSE {sym}"] = [cell_value(float(v), float(s)) for v, s in zip(summary[f"{p}_rmse"].values, summary[f"{p}_rmse_mcse"].values)]
+        cols[f"90% cover {sym}"] = [
+            cell_value(float(v), float(s)) for v, s in zip(summary[f"{p}_coverage"].values, summary[f"{p}_coverage_mcse"].values)
+        ]
+    return pd.DataFrame(cols) if len(cols) > 1 else None
+
+
+def runtime_table(summary: xr.Dataset) -> pd.DataFrame:
+    data = {"Cell": _cell_names(summary)}
+    for k, h, md in (
+        ("sample_s", "sampling s/fit", 0),
+        ("compile_s", "compile s/fit", 0),
+        ("ess_per_s_tau_t", "ESS/s τ_t", 0),
+        ("share_rhat_high", "R-hat > 1.01", 2),
+        ("share_divergent", "divergent fits", 2),
+    ):
+        if k in summary:
+            data[h] = [cell_value(float(v), float(s), md) for v, s in zip(summary[k].values, summary[f"{k}_mcse"].values)]
+    data["failed"] = [int(v) for v in summary["n_failed"].values]
+    return pd.DataFrame(data)
+
+
+# ============================================================================ report
+def _range_sentence(summary: xr.Dataset, metric: str, label: str, unit: str = "", min_digits: int = 2) -> str | None:
+    if metric not in summary:
+        return None
+    v = np.asarray(summary[metric].values, float)
+    se = np.asarray(summary[f"{metric}_mcse"].values, float) if f"{metric}_mcse" in summary else np.full(v.shape, np.nan)
+    ok = np.isfinite(v)
+    if not ok.any():
+        return None
+    names = _cell_names(summary)
+    i, j = int(np.nanargmin(np.where(ok, v, np.nan))), int(np.nanargmax(np.where(ok, v, np.nan)))
+    if v[i] == v[j] and ok.sum() > 1:
+        return f"{label} is {num(v[i], np.nanmax(se[ok]) if np.isfinite(se[ok]).any() else None, min_digits=min_digits)}{unit} in every cell."
+    if i == j:
+        return f"{label}: {num(v[i], se[i], min_digits=min_digits)}{unit} ({names[i]})."
+    return (
+        f"{label} ranges from {num(v[i], se[i], min_digits=min_digits)}{unit} ({names[i]}) "
+        f"to {num(v[j], se[j], min_digits=min_digits)}{unit} ({names[j]})."
+    )
+
+
+def build_report(
+    store,
+    out,
+    threshold: float = 0.75,
+    rule: str = "pip",
+    bf: float = 3.0,
+    converged_only: bool = False,
+    figures: bool = True,
+) -> Path:
+    """Write figures, tables and ``report.md`` for a results store (path or Dataset) into
+    ``out``; returns the path of ``report.md``."""
+    out = Path(out)
+    (out / "tables").mkdir(parents=True, exist_ok=True)
+    ds = M.open_store(store)
+    info = M.design_info(ds)
+    summary = M.summarize(ds, threshold=threshold, rule=rule, bf=bf, converged_only=converged_only)
+    summary_bf = M.summarize(ds, rule="bf", bf=bf, converged_only=converged_only) if rule == "pip" else None
+    factors = ordered_factors(summary)
+
+    # ---------------------------------------------------------------- tables
+    M.summary_frame(summary).to_csv(out / "tables" / "summary.csv", index=False)
+    if summary_bf is not None:
+        M.summary_frame(summary_bf).to_csv(out / "tables" / "summary_bf.csv", index=False)
+    metric_names = [m for _, m in TREND_METRICS] + ["precision", "f1", "mcc", "pr_auc", "ece_mass", "tau_t_bias", "tau_t_coverage", "sample_s"]
+    marginals_table(summary, metric_names).to_csv(out / "tables" / "marginals.csv", index=False)
+    small = ds[[v for v in ("pip", "delta_true", "status", "done") if v in ds]].load()
+    panel = factors[0] if factors else None
+    by = [f for f in factors[:2]]
+    M.reliability_table(small, by=by or None, converged_only=converged_only).to_csv(out / "tables" / "reliability.csv", index=False)
+    M.pooled_curves(small, "roc", by=by or None, converged_only=converged_only).to_csv(out / "tables" / "roc_curves.csv", index=False)
+
+    # ---------------------------------------------------------------- figures
+    fig_paths: list[Path] = []
+    if figures:
+        fig_paths = P.plot_all(ds, out / "figures", summary=summary, converged_only=converged_only)
+    pngs = [p for p in fig_paths if p.suffix == ".png"]
+
+    # ---------------------------------------------------------------- markdown
+    L: list[str] = []
+    name = info.get("name", "study")
+    L.append(f"# Sensitivity report: {name}\n")
+    if info.get("description"):
+        L.append(f"_{info['description']}_\n")
+    rule_txt = (
+        f"a group is flagged when its PIP ≥ {threshold:g}"
+        if rule == "pip"
+        else f"a group is flagged when BF₁₀ ≥ {bf:g}, i.e. PIP ≥ {bf:g}π/(1 − π + {bf:g}π) with each cell's π"
+    )
+    n_used = int(summary.n_used.sum())
+    L.append("## Design and fits\n")
+    L.append(
+        f"- Design hash `{str(ds.attrs.get('design_hash', 'n/a'))[:12]}`, seed {ds.attrs.get('seed', info.get('seed', 'n/a'))}; "
+        f"{summary.sizes['cell']} cells × {ds.sizes['replicate']} replicates; generated "
+        f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}."
+    )
+    if factors:
+        for f in factors:
+            levels = ", ".join(P._level_text(v) for v in M.factor_levels(summary, f))
+            L.append(f"- {P.pretty(f)} (`{f}`): {levels}")
+    else:
+        L.append("- No factor varies: every number below is for the single setting of the design.")
+    L.append(
+        f"- Fits: {n_used} used ({int(summary.n_ok.sum())} ok, {int(summary.n_not_converged.sum())} not converged"
+        f"{', excluded: only converged fits count' if converged_only else ''}), "
+        f"{int(summary.n_failed.sum())} failed and {int(summary.n_pending.sum())} not yet run (both excluded)."
+    )
+    L.append(f"- Flagging rule: {rule_txt}.")
+    L.append(
+        "- Rates (TPR, FPR, precision, F1, MCC, P(≥1 false flag)) are means over replicates of per-replicate rates, "
+        "over the replicates where the rate is defined; AUCs are per replicate, then averaged; calibration (ECE, "
+        "Brier terms) pools all groups of a cell. Numbers in parentheses are Monte Carlo standard errors (MCSE). "
+        "Factor effects average cells with equal weight over the other factors' levels; a change is reported only "
+        "when the extreme levels differ by more than 2 MCSE.\n"
+    )
+
+    L.append("## How the results move with each factor\n")
+    if not factors:
+        L.append("No factor varies in this design; see the cell table below.\n")
+    for f in factors:
+        L.append(f"### {P.pretty(f)}\n")
+        for label, m in TREND_METRICS:
+            if m in summary:
+                L.append("- " + describe_trend(summary, m, f, label))
+        if "ece_null" in summary and np.isfinite(summary.ece_null.values).any():
+            L.append(
+                f"- For reference, the ECE of a perfectly calibrated forecaster with these bin counts would be about "
+                f"{np.nanmean(summary.ece_null.values):.3f} on average (finite-sample floor)."
+            )
+        if summary_bf is not None and f == "pi":
+            L.append("- With the BF₁₀ ≥ " + f"{bf:g} rule instead (threshold 3π/(1+2π) for BF 3): " + describe_trend(summary_bf, "tpr", f, "TPR"))
+            L.append("  " + describe_trend(summary_bf, "fpr", f, "FPR"))
+        L.append("")
+
+    L.append("## Cell results\n")
+    L.append(f"Value (MCSE) per cell; {rule_txt}.\n")
+    L.append(md_table(cell_table(summary)) + "\n")
+    if summary_bf is not None:
+        L.append(f"### Flagging by BF₁₀ ≥ {bf:g}\n")
+        bf_tab = cell_table(summary_bf, [("tpr", "TPR"), ("fpr", "FPR"), ("fwer", "P(≥1 FP)"), ("f1", "F1")])
+        bf_tab.insert(2, "PIP threshold", [f"{v:.3f}" for v in summary_bf.threshold.values])
+        L.append(md_table(bf_tab) + "\n")
+
+    # undefined rates
+    undef = []
+    for k in sorted(v for v in summary.data_vars if v.startswith("n_undefined_")):
+        tot = int(summary[k].sum())
+        if tot:
+            undef.append(f"- {k[len('n_undefined_'):]}: undefined in {tot} of {n_used} used replicates")
+    L.append("### Undefined rates\n")
+    if undef:
+        L.append(
+            "A rate is undefined in a replicate when its denominator is 0 (TPR and AUC without truly inconsistent "
+            "groups, precision without flags, MCC with an empty margin); such replicates are left out of that cell's "
+            "mean and counted here (per cell: `n_undefined_<metric>` in `tables/summary.csv`).\n"
+        )
+        L.extend(undef)
+    else:
+        L.append("Every rate was defined in every used replicate.")
+    L.append("")
+
+    L.append("## Calibration\n")
+    for s in (
+        _range_sentence(summary, "ece", "ECE (equal-width bins)"),
+        _range_sentence(summary, "ece_mass", "ECE (equal-mass bins)"),
+        _range_sentence(summary, "brier", "The Brier score"),
+        _range_sentence(summary, "brier_reliability", "Its reliability (miscalibration) term"),
+    ):
+        if s:
+            L.append("- " + s)
+    L.append("")
+
+    est = estimation_table(summary)
+    L.append("## Estimation of the hyperparameters\n")
+    if est is not None:
+        L.append("Bias, RMSE and coverage of the 90% interval against the generating values (MCSE).\n")
+        L.append(md_table(est) + "\n")
+    else:
+        L.append("No hyperparameter estimates with generating values in the store.\n")
+
+    L.append("## Runtime and sampling quality\n")
+    for s in (
+        _range_sentence(summary, "sample_s", "Sampling time per fit", " s", min_digits=0),
+        _range_sentence(summary, "compile_s", "Compilation time per fit", " s", min_digits=0),
+        _range_sentence(summary, "ess_per_s_tau_t", "Bulk ESS of τ_t per second", min_digits=0),
+        _range_sentence(summary, "share_rhat_high", "The share of fits with R-hat > 1.01"),
+        _range_sentence(summary, "share_divergent", "The share of fits with divergent transitions"),
+    ):
+        if s:
+            L.append("- " + s)
+    sc = M.runtime_scaling(ds, converged_only=converged_only)
+    for k, lab in (("J", "the number of groups J"), ("n", "the group size n")):
+        if np.isfinite(sc[f"exponent_{k}"]):
+            L.append(
+                f"- Sampling time grows like {lab} to the power {sc[f'exponent_{k}']:.2f} (SE {sc[f'exponent_{k}_se']:.2f}; "
+                f"log-log regression over {sc['n_fits']} fits)."
+            )
+    L.append("")
+    L.append(md_table(runtime_table(summary)) + "\n")
+
+    L.append("## Monte Carlo precision\n")
+    if "tpr_mcse" in summary and np.isfinite(summary.tpr_mcse.values).any():
+        worst = float(np.nanmax(summary.tpr_mcse.values))
+        L.append(
+            f"- The largest MCSE of a cell's TPR is {worst:.3f}. A proportion near 0.5 needs "
+            f"{M.replicates_needed(0.05)} replicates for an MCSE of 0.05, {M.replicates_needed(0.025)} for 0.025 and "
+            f"{M.replicates_needed(0.01)} for 0.01 (worst case p(1 − p) = 1/4)."
+        )
+    L.append(f"- Replicates per cell in this store: {ds.sizes['replicate']}.\n")
+
+    L.append("## Figures\n")
+    if pngs:
+        for p in pngs:
+            rel = p.relative_to(out)
+            L.append(f"![{p.stem}]({rel.as_posix()})\n")
+        L.append("(PDF versions alongside.)\n")
+    else:
+        L.append("Figures were not drawn.\n")
+
+    L.append("## Tables\n")
+    for t in sorted((out / "tables").glob("*.csv")):
+        L.append(f"- [`{t.relative_to(out).as_posix()}`]({t.relative_to(out).as_posix()})")
+    L.append("")
+
+    path = out / "report.md"
+    path.write_text("\n".join(L), encoding="utf-8")
+    return path
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("store", type=Path, help="results store (Zarr directory)")
+    ap.add_argument("--out", type=Path, default=Path("report"), help="output folder (default: report/)")
+    ap.add_argument("--threshold", type=float, default=0.75, help="PIP threshold for flagging (default 0.75)")
+    ap.add_argument("--rule", choices=("pip", "bf"), default="pip", help="flag by PIP threshold or by BF >= --bf")
+    ap.add_argument("--bf", type=float, default=3.0, help="Bayes-factor threshold of the BF rule (default 3)")
+    ap.add_argument("--converged-only", action="store_true", help="use only fits with status ok")
+    ap.add_argument("--no-figures", action="store_true", help="tables and Markdown only")
+    args = ap.parse_args(argv)
+    if not args.store.exists():
+        ap.error(f"store {args.store} does not exist")
+    path = build_report(
+        args.store,
+        args.out,
+        threshold=args.threshold,
+        rule=args.rule,
+        bf=args.bf,
+        converged_only=args.converged_only,
+        figures=not args.no_figures,
+    )
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
