@@ -7,9 +7,9 @@
 
 :func:`fit_formula` validates the formulas and priors (raising :class:`FormulaError` /
 :class:`PriorError` before anything is compiled), fits with NUTS via :func:`simstudy.fit.fit`
-and returns the :class:`~simstudy.result.FitResult`. With ``progress=True`` a rich spinner
-shows the phase ("compiling ..." / "sampling ...") and the elapsed time: the compiled sampler
-runs as one call, so there is no per-draw progress bar.
+and returns the :class:`~simstudy.result.FitResult`. With ``progress=True`` a rich progress
+bar shows the phase ("compiling", then "sampling" with iterations done out of the total,
+reported from inside the compiled sampler).
 """
 
 from __future__ import annotations
@@ -55,47 +55,42 @@ def make_priors(
 
 
 @contextlib.contextmanager
-def fitting_progress(enabled: bool = True, console=None, label: str = "SS-MELSM") -> Iterator[None]:
-    """A rich status line with a spinner, the current phase and the elapsed time while
-    :func:`simstudy.fit.fit` runs.
+def fitting_progress(enabled: bool = True, console=None, label: str = "SS-MELSM") -> Iterator[object]:
+    """A rich progress bar for :func:`simstudy.fit.fit`: yields a ``progress(phase, done,
+    total)`` callable to pass as ``fit(..., progress=...)`` (``None`` when disabled).
 
-    The sampler is compiled and then run as a single XLA call, so the phases are
-    "compiling" (skipped when the program is cached) and "sampling"; the switch between them
-    is detected by wrapping :func:`simstudy.fit.compiled_sampler` for the duration of the
-    block (restored afterwards). Disabled, it does nothing.
+    Phases: "compiling" (a spinner; skipped quickly when the program is cached), then
+    "sampling" with iterations done out of chains x (warm-up + draws), reported from inside
+    the compiled sampler every few iterations.
     """
     if not enabled:
-        yield
+        yield None
         return
     from rich.console import Console
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    from . import fit as fit_module
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
+    from rich.progress import TimeElapsedColumn, TimeRemainingColumn
 
     console = console or Console(stderr=True)
-    progress = Progress(
+    bar = Progress(
         SpinnerColumn(),
         TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
         TimeElapsedColumn(),
+        TimeRemainingColumn(),
         console=console,
         transient=True,
     )
-    task = progress.add_task(f"{label}: compiling the sampler (once per data shape) ...", total=None)
-    original = getattr(fit_module, "compiled_sampler", None)
+    task = bar.add_task(f"{label}: compiling the sampler (once per data shape)", total=None)
 
-    def wrapped(*args, **kwargs):
-        out = original(*args, **kwargs)
-        progress.update(task, description=f"{label}: sampling (NUTS, all chains in one call) ...")
-        return out
+    def report(phase: str, done: int, total: int) -> None:
+        if phase == "compiling":
+            bar.update(task, description=f"{label}: compiling the sampler (once per data shape)", total=None)
+        else:
+            bar.update(task, description=f"{label}: sampling (iterations, all chains)", total=total, completed=done)
 
-    if original is not None:
-        fit_module.compiled_sampler = wrapped
-    try:
-        with progress:
-            yield
-    finally:
-        if original is not None:
-            fit_module.compiled_sampler = original
+    with bar:
+        yield report
 
 
 def fit_formula(
@@ -123,7 +118,7 @@ def fit_formula(
     ``pi``, ``scale_sd``, ``location_sd`` overriding its fields (SD priors as text, e.g.
     ``"half_t(3, 1)"``). ``dropna=True`` drops rows with missing values in the columns the
     formulas use (the count is in ``fit.data.meta["dropped_rows"]``). ``progress=True`` shows
-    a spinner with the phase and elapsed time. Other keyword arguments go to
+    a progress bar (compiling, then sampling iterations). Other keyword arguments go to
     :func:`simstudy.fit.fit` (``target_accept``, ``max_tree_depth``, ...).
 
     Everything is validated before compiling: bad formulas raise :class:`FormulaError`, bad
@@ -135,8 +130,8 @@ def fit_formula(
     MCMCSettings(chains, warmup, draws)  # validates before the (slow) formula evaluation and compile
     data = melsm_data_from_formulas(df, location, scale, dropna=dropna)
     t0 = time.perf_counter()
-    with fitting_progress(progress):
-        result = fit(data, priors, chains=chains, warmup=warmup, draws=draws, seed=seed, **fit_kwargs)
+    with fitting_progress(progress) as report:
+        result = fit(data, priors, chains=chains, warmup=warmup, draws=draws, seed=seed, progress=report, **fit_kwargs)
     result.extra.update(
         location_formula=location,
         scale_formula=scale,

@@ -29,6 +29,9 @@ from .result import FitResult, build_results
 
 #: number of times the batched sampler has been traced (a trace precedes every compile)
 TRACE_COUNT = 0
+#: iterations between progress reports from inside the compiled sampler
+PROGRESS_EVERY = 25
+_progress_sink = None  # callable(iterations) while a fit with progress reporting runs
 _COMPILED: dict[tuple, tuple] = {}
 _JAX_CONFIGURED = False
 
@@ -81,8 +84,22 @@ def _record_names(structure: Structure) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _run_chain(rng_key, init_params, arrays, hyper, *, structure: Structure, settings: MCMCSettings):
-    """Warm up and draw one chain; returns per-draw records and sampler statistics."""
+def _report(iterations) -> None:
+    """Host side of the in-program progress callback."""
+    if _progress_sink is not None:
+        _progress_sink(int(iterations))
+
+
+def _maybe_report(i, every: int) -> None:
+    if every:
+        jax.lax.cond(i % every == every - 1, lambda: jax.debug.callback(_report, every), lambda: None)
+
+
+def _run_chain(rng_key, init_params, arrays, hyper, *, structure: Structure, settings: MCMCSettings,
+               report_every: int = 0):
+    """Warm up and draw one chain; returns per-draw records and sampler statistics.
+    With ``report_every > 0`` the program calls back to the host every that many iterations
+    (progress bars); the grid compiles without it."""
     model = partial(ssmelsm, structure=structure)
     # NUTS runs on one flat vector: fewer, larger array operations per leapfrog step
     flat_init, unravel = ravel_pytree(init_params)
@@ -102,15 +119,17 @@ def _run_chain(rng_key, init_params, arrays, hyper, *, structure: Structure, set
         rng_key=k_init,
     )
 
-    def warm(state, _):
+    def warm(state, i):
         state = sample_kernel(state, model_args=args)
+        _maybe_report(i, report_every)
         return state, state.diverging
 
-    state, warm_div = jax.lax.scan(warm, state, None, length=settings.warmup)
+    state, warm_div = jax.lax.scan(warm, state, jnp.arange(settings.warmup))
     names = _record_names(structure)
 
-    def draw(state, _):
+    def draw(state, i):
         state = sample_kernel(state, model_args=args)
+        _maybe_report(i, report_every)
         values = constrain_fn(model, args, {}, unravel(state.z), return_deterministic=True)
         record = {k: values[k] for k in names}
         stats = {
@@ -121,13 +140,13 @@ def _run_chain(rng_key, init_params, arrays, hyper, *, structure: Structure, set
         }
         return state, (record, stats)
 
-    state, (records, stats) = jax.lax.scan(draw, state, None, length=settings.draws)
+    state, (records, stats) = jax.lax.scan(draw, state, jnp.arange(settings.draws))
     stats["step_size"] = jnp.broadcast_to(state.adapt_state.step_size, (settings.draws,))
     stats["warmup_divergences"] = jnp.sum(warm_div)
     return records, stats
 
 
-def _batched(structure: Structure, settings: MCMCSettings, method: str):
+def _batched(structure: Structure, settings: MCMCSettings, method: str, report_every: int = 0):
     """One jitted program over datasets x chains.
 
     ``method="map"`` (default) runs chains and datasets one after another inside the
@@ -139,7 +158,7 @@ def _batched(structure: Structure, settings: MCMCSettings, method: str):
     def run(keys, inits, arrays, hyper):
         global TRACE_COUNT
         TRACE_COUNT += 1
-        chain = partial(_run_chain, structure=structure, settings=settings)
+        chain = partial(_run_chain, structure=structure, settings=settings, report_every=report_every)
         if method == "vmap":
             per_dataset = jax.vmap(chain, in_axes=(0, 0, None, None))
             return jax.vmap(per_dataset)(keys, inits, arrays, hyper)
@@ -158,17 +177,18 @@ def _signature(tree) -> tuple:
     return (treedef, tuple((np.shape(x), np.result_type(x).str) for x in leaves))
 
 
-def compiled_sampler(structure: Structure, settings: MCMCSettings, args, method: str = "map") -> tuple[object, float]:
+def compiled_sampler(structure: Structure, settings: MCMCSettings, args, method: str = "map",
+                     report_every: int = 0) -> tuple[object, float]:
     """The compiled batched sampler for these argument shapes, and the seconds spent
     compiling it now (0.0 when it came from the in-process cache)."""
     if method not in ("map", "vmap"):
         raise ValueError(f"batch method must be 'map' or 'vmap', got {method!r}")
-    key = (structure, settings, method, _signature(args))
+    key = (structure, settings, method, report_every, _signature(args))
     if key in _COMPILED:
         return _COMPILED[key], 0.0
     configure_jax()
     t0 = time.perf_counter()
-    compiled = _batched(structure, settings, method).lower(*args).compile()
+    compiled = _batched(structure, settings, method, report_every).lower(*args).compile()
     seconds = time.perf_counter() - t0
     _COMPILED[key] = compiled
     return compiled, seconds
@@ -229,6 +249,7 @@ def fit_batch(
     centered_location: bool | None = None,
     sufficient: bool | None = None,
     batch_method: str = "map",
+    progress=None,
 ) -> list[FitResult]:
     """Fit many same-shaped datasets in one compiled, vmapped call (datasets x chains).
 
@@ -237,6 +258,9 @@ def fit_batch(
     ``batch_method``: ``"map"`` (sequential inside the compiled program, best on CPU) or
     ``"vmap"`` (vectorised). Each dataset's chains depend only on its own seed, so results
     do not depend on how datasets are batched.
+    ``progress``: an optional callable ``progress(phase, done, total)`` told about the phases
+    ("compiling", "sampling", "done") and, while sampling, the iterations completed out of
+    ``datasets x chains x (warmup + draws)`` (reported from inside the compiled program).
     """
     if not datasets:
         raise ValueError("fit_batch needs at least one dataset")
@@ -273,16 +297,43 @@ def fit_batch(
         stack([model_arrays(d, structure) for d in datasets]),
         stack([hyper_arrays(d, p) for d, p in zip(datasets, priors_list)]),
     )
-    compiled, compile_s = compiled_sampler(structure, settings, args, batch_method)
-    t0 = time.perf_counter()
-    records, stats = jax.block_until_ready(compiled(*args))
-    sample_s = time.perf_counter() - t0
+    total = len(datasets) * chains * (warmup + draws)
+    report_every = PROGRESS_EVERY if progress is not None else 0
+    if progress is not None:
+        progress("compiling", 0, total)
+    compiled, compile_s = compiled_sampler(structure, settings, args, batch_method, report_every)
+    records, stats, sample_s = _execute(compiled, args, progress, total)
     records = jax.tree_util.tree_map(np.asarray, records)
     stats = jax.tree_util.tree_map(np.asarray, stats)
     return build_results(
         datasets, priors_list, structure, settings, records, stats,
         compile_s=compile_s, sample_s=sample_s, seeds=seeds,
     )
+
+
+def _execute(compiled, args, progress, total):
+    """Run the compiled sampler, forwarding in-program progress reports to ``progress``."""
+    global _progress_sink
+    done = 0
+
+    def sink(iterations):
+        nonlocal done
+        done = min(total, done + iterations)
+        progress("sampling", done, total)
+
+    if progress is not None:
+        progress("sampling", 0, total)
+        _progress_sink = sink
+    t0 = time.perf_counter()
+    try:
+        records, stats = jax.block_until_ready(compiled(*args))
+        jax.effects_barrier()
+    finally:
+        _progress_sink = None
+    seconds = time.perf_counter() - t0
+    if progress is not None:
+        progress("done", total, total)
+    return records, stats, seconds
 
 
 def fit(

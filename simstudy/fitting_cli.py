@@ -7,8 +7,8 @@ printed, ivd-style summary of a fit.
    (columns, response, grouping factor, types, missing values), the priors, the MCMC
    settings, the threshold and ``--out``. Any problem: one ``error: ...`` line, exit code 2,
    nothing written;
-2. fits with a spinner showing the phase ("compiling" / "sampling") and elapsed time (the
-   compiled sampler is a single call, so there is no per-draw progress);
+2. fits with a progress bar (a spinner while compiling, then iterations done / total with
+   elapsed and remaining time, reported from inside the compiled sampler);
 3. prints the summary (:func:`print_summary`): fixed effects of both submodels, random-effect
    SDs and correlations with 95% intervals, R-hat and bulk/tail ESS on every row, WAIC and
    PSIS-LOO, and the groups with PIP >= threshold;
@@ -499,8 +499,8 @@ def fit_command(
 
     t0 = time.perf_counter()
     try:
-        with fitting_progress(progress, label=f"fitting {Path(data).name}"):
-            result = fit_data(mdata, priors, chains=chains, warmup=warmup, draws=draws, seed=seed)
+        with fitting_progress(progress, label=f"fitting {Path(data).name}") as report:
+            result = fit_data(mdata, priors, chains=chains, warmup=warmup, draws=draws, seed=seed, progress=report)
         t_ll = time.perf_counter()
         result.add_log_likelihood()
         loo = loo_of(result)

@@ -329,8 +329,9 @@ def test_cli_fit_two_scale_effects(data_dir, tmp_path):
     assert "PIP[x_within]" in result.output or int(groups["flagged"].sum()) == 0
 
 
-def test_progress_shows_phases(frame):
-    """The spinner names the phases and the wrapped compiled_sampler is restored afterwards."""
+def test_progress_bar_counts_iterations(frame):
+    """The bar names the phases and reaches chains x (warm-up + draws) iterations, reported
+    from inside the compiled sampler; reporting does not change the draws."""
     import io
 
     from rich.console import Console
@@ -339,10 +340,15 @@ def test_progress_shows_phases(frame):
     from simstudy.api import fitting_progress
     from simstudy.formula import melsm_data_from_formulas
 
-    original = fit_module.compiled_sampler
     data = melsm_data_from_formulas(frame, LOC, SCALE)
+    calls = []
+    fit_module.fit(data, chains=2, warmup=150, draws=150, progress=lambda *a: calls.append(a))
+    assert calls[0] == ("compiling", 0, 600) and calls[-1] == ("done", 600, 600)
+    done = [c[1] for c in calls if c[0] == "sampling"]
+    assert done == sorted(done) and done[-1] == 600 and len(done) > 10
     buf = io.StringIO()
-    with fitting_progress(True, console=Console(file=buf, force_terminal=True, width=100)):
-        fit_module.fit(data, chains=2, warmup=150, draws=150)
+    with fitting_progress(True, console=Console(file=buf, force_terminal=True, width=120)) as report:
+        with_bar = fit_module.fit(data, chains=2, warmup=150, draws=150, progress=report)
     assert "compiling" in buf.getvalue() and "sampling" in buf.getvalue()
-    assert fit_module.compiled_sampler is original
+    plain = fit_module.fit(data, chains=2, warmup=150, draws=150)
+    np.testing.assert_array_equal(with_bar.posterior["tau"].values, plain.posterior["tau"].values)
