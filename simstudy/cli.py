@@ -34,42 +34,83 @@ def run(
     progress: bool = typer.Option(True, help="show a progress bar"),
 ):
     """Run (or resume) a study design into a results store."""
+    from .design import DesignError
     from .runner import run_study
+    from .store import StoreError
 
-    run_study(design, store, cluster=cluster, workers=workers, retry_failed=retry_failed, progress=progress)
+    if workers is not None and workers < 1:
+        _fail(f"--workers must be at least 1, got {workers}")
+    try:
+        summary = run_study(design, store, cluster=cluster, workers=workers, retry_failed=retry_failed,
+                            progress=progress)
+    except (DesignError, StoreError, ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    if summary.interrupted:
+        raise typer.Exit(code=130)
 
 
 @app.command()
 def status(store: Path = typer.Argument(..., help="results store")):
     """Show how far a study has got: tasks done, failed, pending."""
     from .runner import print_status
+    from .store import StoreError
 
-    print_status(store)
+    try:
+        print_status(store)
+    except StoreError as exc:
+        _fail(str(exc))
 
 
 # --------------------------------------------------------------------------- analysis
 @app.command()
 def summarize(
     store: Path = typer.Argument(..., help="results store"),
-    threshold: float = typer.Option(0.75, help="PIP threshold for flagging"),
+    threshold: float = typer.Option(0.75, help="PIP threshold for flagging (rule pip)"),
     out: Optional[Path] = typer.Option(None, help="write the cell table (.nc or .csv)"),
+    rule: str = typer.Option("pip", help="pip: flag PIP >= threshold; bf: flag BF10 >= --bf with each cell's pi"),
+    bf: float = typer.Option(3.0, help="Bayes-factor threshold of the bf rule"),
+    converged_only: bool = typer.Option(False, "--converged-only", help="use only fits with status ok"),
 ):
     """Cell-level summary (classification, calibration, estimation, runtime) with MCSEs."""
     from .metrics import summarize_cli
 
-    summarize_cli(store, threshold=threshold, out=out)
+    if rule not in ("pip", "bf"):
+        _fail(f"--rule {rule!r}: use pip or bf")
+    if not store.exists():
+        _fail(f"no results store at {store}")
+    try:
+        summarize_cli(store, threshold=threshold, out=out, rule=rule, bf=bf, converged_only=converged_only)
+    except ValueError as exc:
+        _fail(str(exc))
 
 
 @app.command()
 def plot(
     store: Path = typer.Argument(..., help="results store"),
     out: Path = typer.Option(Path("figures"), help="output directory (PNG + PDF)"),
-    threshold: float = typer.Option(0.75, help="PIP threshold for flagging"),
+    threshold: float = typer.Option(0.75, help="PIP threshold for flagging (rule pip)"),
+    rule: str = typer.Option("pip", help="pip: flag PIP >= threshold; bf: flag BF10 >= 3 with each cell's pi"),
+    metric: list[str] = typer.Option([], "--metric", help="cell metric(s) to draw (default: tpr, fpr, f1, mcc, roc_auc, ece, ...)"),
+    x: Optional[str] = typer.Option(None, help="factor on the x axis (default: the one with most levels)"),
+    hue: Optional[str] = typer.Option(None, help="factor drawn as colours"),
+    row: Optional[str] = typer.Option(None, help="factor of facet rows"),
+    col: Optional[str] = typer.Option(None, help="factor of facet columns"),
+    converged_only: bool = typer.Option(False, "--converged-only", help="use only fits with status ok"),
 ):
     """Sensitivity, reliability and runtime figures from a results store."""
     from .plots import plot_cli
 
-    plot_cli(store, out=out, threshold=threshold)
+    if rule not in ("pip", "bf"):
+        _fail(f"--rule {rule!r}: use pip or bf")
+    if not store.exists():
+        _fail(f"no results store at {store}")
+    try:
+        plot_cli(
+            store, out=out, threshold=threshold, rule=rule, metrics=metric or None, x=x, hue=hue, row=row, col=col,
+            converged_only=converged_only,
+        )
+    except (ValueError, KeyError) as exc:
+        _fail(str(exc))
 
 
 # --------------------------------------------------------------------------- single fits

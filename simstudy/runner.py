@@ -1,0 +1,625 @@
+"""Run a study design into a results store: the only orchestrator.
+
+:func:`run_study` validates the design, creates (or opens, or extends) the store, finds
+the tasks still to do, starts or connects to a Dask cluster and runs them; rerunning it
+resumes. A task is one cell x one block of replicates (``design.tasks()``, grouped by
+shape so a worker compiles each shape once): on a worker, :func:`run_task` generates each
+replicate's data from ``replicate_seed(seed, cell_id, r)``, fits the block in one
+``fit_batch`` call (one per distinct data shape when group sizes are ragged), scores every
+fit and region-writes the block, then marks it done. A task that raises is stored as "failed" with its error text and the grid goes on.
+
+Determinism: data come from the replicate's ``SeedSequence(seed, spawn_key=(cell_id, r))``
+and the sampler from :func:`fit_seed` (``spawn_key=(cell_id, r, FIT_STREAM)``, a stream
+that none of the generator's child streams can collide with); ``fit_batch`` results of a
+dataset do not depend on the other datasets of its batch. So the same design gives the
+same numbers on any number of workers, and an interrupted, resumed run gives exactly the
+numbers of an uninterrupted one (tests/test_runner.py checks both). Timings differ.
+
+Workers are processes with one thread each. Their environment is set before JAX starts
+(:func:`worker_env`): single-threaded XLA/BLAS, CPU platform, and ``SIMSTUDY_JAX_CACHE``
+(the persistent compilation cache shared by all workers; default
+``~/.cache/simstudy/jax``), so each shape is compiled once per machine, not once per worker.
+
+Clusters (``cluster=``):
+
+* ``"local"`` (default): ``dask.distributed.LocalCluster`` with ``workers`` processes
+  (default: the CPUs available, at most one per task), no Dask memory cap per worker;
+* ``"slurm"`` / ``"pbs"``: ``dask_jobqueue.SLURMCluster`` / ``PBSCluster`` with
+  ``workers`` jobs, configured from ``cluster/jobqueue.yaml`` (or the file named by
+  ``$SIMSTUDY_JOBQUEUE_CONFIG``); the user's own Dask configuration
+  (``~/.config/dask/*.yaml``, ``DASK_*`` variables) overrides it. Jobs are kept at
+  ``workers`` (adaptive with minimum = maximum), so workers that retire before the
+  walltime (``--lifetime``) are replaced;
+* ``"tcp://host:port"`` (or another scheme): connect to a running scheduler; its workers
+  must have been started with the environment of :func:`worker_env`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import sys
+import time
+import traceback
+import uuid
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .design import Design, Task, load_design, replicate_seed
+from .store import StoreInfo, completion, create_or_open, read_info, write_block
+
+__all__ = [
+    "XLA_FLAGS",
+    "FIT_STREAM",
+    "RunSummary",
+    "TaskResult",
+    "fit_seed",
+    "worker_env",
+    "jax_cache_dir",
+    "jobqueue_config_path",
+    "jobqueue_kwargs",
+    "pending_tasks",
+    "fit_block",
+    "run_task",
+    "run_study",
+    "status_rows",
+    "print_status",
+]
+
+XLA_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+#: last spawn-key element of the sampler's seed; generate() uses children 0..4 of the
+#: replicate's seed, so this stream never coincides with a data stream
+FIT_STREAM = 2**31
+
+
+
+# ----------------------------------------------------------------------------- seeds, env
+def fit_seed(base_seed: int, cell_id: int, replicate: int) -> np.random.SeedSequence:
+    """The sampler's seed of one replicate (a fresh object: ``fit_batch`` spawns from it)."""
+    return np.random.SeedSequence(int(base_seed), spawn_key=(int(cell_id), int(replicate), FIT_STREAM))
+
+
+def jax_cache_dir() -> str:
+    """The persistent compilation cache shared by the workers: ``$SIMSTUDY_JAX_CACHE`` or
+    ``~/.cache/simstudy/jax`` (the default of :func:`simstudy.fit.configure_jax`)."""
+    return os.environ.get("SIMSTUDY_JAX_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "simstudy", "jax")
+
+
+def worker_env() -> dict[str, str]:
+    """Environment of every worker process, set before JAX starts."""
+    xla = os.environ.get("XLA_FLAGS", "").strip()
+    if "xla_cpu_multi_thread_eigen" not in xla:
+        xla = f"{xla} {XLA_FLAGS}".strip()
+    return {
+        "XLA_FLAGS": xla,
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "JAX_PLATFORMS": "cpu",
+        "SIMSTUDY_JAX_CACHE": jax_cache_dir(),
+    }
+
+
+def jobqueue_config_path() -> Path | None:
+    """``$SIMSTUDY_JOBQUEUE_CONFIG`` or the repository's ``cluster/jobqueue.yaml``."""
+    env = os.environ.get("SIMSTUDY_JOBQUEUE_CONFIG")
+    if env:
+        return Path(env)
+    path = Path(__file__).resolve().parents[1] / "cluster" / "jobqueue.yaml"
+    return path if path.is_file() else None
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+# ----------------------------------------------------------------------------- tasks
+@dataclass
+class TaskResult:
+    """What a task reports back to the client (the records themselves go to the store)."""
+
+    task_id: str
+    cell_index: int
+    replicates: tuple[int, ...]
+    statuses: list[str]
+    error: str = ""
+    seconds: float = 0.0
+    compile_s: float = 0.0
+    sample_s: float = 0.0
+    fit_s: float = 0.0  # wall time of the fit_batch call(s), compilation included
+    generate_s: float = 0.0
+    score_s: float = 0.0
+    write_s: float = 0.0
+    worker: str = ""
+
+
+def _describe(exc: BaseException) -> str:
+    """``Type: message (at file:line in function)`` -- short enough for the store."""
+    where = ""
+    tb = traceback.extract_tb(exc.__traceback__)
+    if tb:
+        frame = tb[-1]
+        where = f" (at {Path(frame.filename).name}:{frame.lineno} in {frame.name})"
+    msg = str(exc).strip() or repr(exc)
+    return f"{type(exc).__name__}: {msg}{where}"
+
+
+def fit_block(datasets, priors, seeds, mcmc: dict) -> tuple[list, float]:
+    """``fit_batch`` over a block: one call per distinct data shape (a single call for
+    balanced designs; ragged group sizes give replicates different shapes). A dataset's fit
+    does not depend on the other datasets of its call, so the split changes no number.
+    Returns the fits in input order and the total compile seconds."""
+    from .fit import fit_batch
+
+    groups: dict[tuple, list[int]] = {}
+    for i, data in enumerate(datasets):
+        groups.setdefault(data.shape_signature(), []).append(i)
+    fits: list = [None] * len(datasets)
+    compile_s = 0.0
+    for idx in groups.values():
+        out = fit_batch([datasets[i] for i in idx], priors, seeds=[seeds[i] for i in idx], **mcmc)
+        compile_s += float(out[0].compile_s)
+        for i, f in zip(idx, out):
+            fits[i] = f
+    return fits, compile_s
+
+
+def run_task(task: Task, store_path: str, cell_index: int, n_groups_max: int) -> TaskResult:
+    """Generate, fit (:func:`fit_block`: one batched call), score and write one block; never
+    raises for a failing fit (the block is stored as failed), only for a failing store write."""
+    from .scoring import failed_record, score_fit, stack_records
+
+    t0 = time.perf_counter()
+    reps = tuple(task.replicates)
+    error = ""
+    compile_s = sample_s = fit_s = generate_s = score_s = 0.0
+    try:
+        from .generate import generate
+
+        spec = task.cell.generator_spec()
+        t_gen = time.perf_counter()
+        with warnings.catch_warnings():
+            # expected in simulations with ragged sizes (e.g. Saeb's one-student school);
+            # printed by every worker for every replicate it would drown the progress output
+            warnings.filterwarnings("ignore", message=r".*single observation")
+            generated = [generate(spec, replicate_seed(task.seed, task.cell.cell_id, r)) for r in reps]
+        generate_s = time.perf_counter() - t_gen
+        t_fit = time.perf_counter()
+        fits, compile_s = fit_block(
+            [data for data, _ in generated],
+            task.cell.priors(),
+            [fit_seed(task.seed, task.cell.cell_id, r) for r in reps],
+            task.cell.mcmc,
+        )
+        fit_s = time.perf_counter() - t_fit
+        sample_s = float(sum(f.sample_s for f in fits))
+        t_score = time.perf_counter()
+        records = []
+        for fit, (_, truth) in zip(fits, generated):
+            try:
+                records.append(score_fit(fit, truth, n_groups_max))
+            except Exception as exc:  # noqa: BLE001 - one bad fit must not sink the block
+                error = error or _describe(exc)
+                records.append(failed_record(n_groups_max, _describe(exc)))
+        score_s = time.perf_counter() - t_score
+        del fits
+    except Exception as exc:  # noqa: BLE001 - recorded in the store, the grid goes on
+        error = _describe(exc)
+        records = [failed_record(n_groups_max, error) for _ in reps]
+    stacked = stack_records(records)
+    t_write = time.perf_counter()
+    write_block(store_path, cell_index, reps, stacked)
+    write_s = time.perf_counter() - t_write
+    return TaskResult(
+        task_id=task.task_id,
+        cell_index=cell_index,
+        replicates=reps,
+        statuses=[str(s) for s in stacked["status"]],
+        error=error,
+        seconds=time.perf_counter() - t0,
+        compile_s=compile_s,
+        sample_s=sample_s,
+        fit_s=fit_s,
+        generate_s=generate_s,
+        score_s=score_s,
+        write_s=write_s,
+        worker=f"{os.uname().nodename}:{os.getpid()}",
+    )
+
+
+def pending_tasks(design: Design, info: StoreInfo, done, status, retry_failed: bool = False) -> list[tuple[Task, int]]:
+    """``(task, store cell index)`` for every block not done (and, with ``retry_failed``,
+    every block with a failed fit), in ``design.tasks()`` order."""
+    index = info.cell_index
+    done = np.asarray(done)
+    status = np.asarray(status)
+    out = []
+    for task in design.tasks():
+        ci = index[task.cell.cell_id]
+        reps = list(task.replicates)
+        if not done[ci, reps].all() or (retry_failed and (status[ci, reps] == "failed").any()):
+            out.append((task, ci))
+    return out
+
+
+# ----------------------------------------------------------------------------- clusters
+def _jobqueue_settings(kind: str) -> dict:
+    """The ``jobqueue.<kind>`` settings given explicitly: cluster/jobqueue.yaml, then the
+    user's own Dask config files and DASK_* variables on top (dask-jobqueue's defaults fill
+    in whatever neither sets)."""
+    import dask.config
+    import yaml
+
+    settings: dict = {"cores": 1, "processes": 1, "memory": "2GB"}  # if there is no jobqueue.yaml
+    path = jobqueue_config_path()
+    if path is not None:
+        if not path.is_file():
+            raise FileNotFoundError(f"jobqueue configuration {path} not found (SIMSTUDY_JOBQUEUE_CONFIG)")
+        ours = (yaml.safe_load(path.read_text()) or {}).get("jobqueue", {}).get(kind, {}) or {}
+        settings.update(dask.config.expand_environment_variables(ours))
+    user = dask.config.collect(paths=dask.config.paths, env=os.environ)
+    settings.update(((user.get("jobqueue") or {}).get(kind) or {}))
+    return {k.replace("_", "-"): v for k, v in settings.items()}
+
+
+def jobqueue_kwargs(kind: str) -> dict:
+    """Keyword arguments for ``SLURMCluster`` / ``PBSCluster``: the settings of
+    :func:`_jobqueue_settings` plus the worker environment exported in the job script."""
+    kwargs: dict = {}
+    for key, value in _jobqueue_settings(kind).items():
+        if value is None:
+            continue  # dask-jobqueue's default
+        kwargs["job_name" if key == "name" else key.replace("-", "_")] = value
+    exports = [f"export {k}={_shell_quote(v)}" for k, v in worker_env().items()]
+    kwargs["job_script_prologue"] = exports + list(kwargs.get("job_script_prologue") or [])
+    kwargs.setdefault("python", sys.executable)
+    return kwargs
+
+
+def _jobqueue_cluster(kind: str, jobs: int):
+    import dask_jobqueue
+
+    cls = {"slurm": dask_jobqueue.SLURMCluster, "pbs": dask_jobqueue.PBSCluster}[kind]
+    cluster = cls(**jobqueue_kwargs(kind))
+    # keep `jobs` jobs running: workers retiring before the walltime (--lifetime) are replaced
+    cluster.adapt(minimum_jobs=jobs, maximum_jobs=jobs)
+    return cluster
+
+
+def _shell_quote(value: str) -> str:
+    import shlex
+
+    return shlex.quote(str(value))
+
+
+@contextlib.contextmanager
+def _client_for(cluster: str, workers: int | None, n_tasks: int, say):
+    from distributed import Client, LocalCluster
+
+    if cluster == "local":
+        n = workers or max(1, min(_cpu_count(), n_tasks))
+        say(f"starting a local cluster: {n} worker process(es), 1 thread each")
+        lc = LocalCluster(
+            n_workers=n,
+            threads_per_worker=1,
+            processes=True,
+            env=worker_env(),
+            # no per-worker memory cap: Dask's default (RAM / workers, restart at 95%) would
+            # turn a large-J block into a failure on a machine with memory to spare overall
+            memory_limit=0,
+            dashboard_address=":0",  # any free port: several studies may run side by side
+            silence_logs=logging.ERROR,
+        )
+        client = Client(lc)
+        try:
+            yield client
+        finally:
+            _quiet_close(client, lc)
+    elif cluster in ("slurm", "pbs"):
+        jobs = workers or 1
+        jq = _jobqueue_cluster(cluster, jobs)
+        say(f"submitting {jobs} {cluster.upper()} worker job(s); job script:\n{jq.job_script()}")
+        client = Client(jq)
+        try:
+            yield client
+        finally:
+            _quiet_close(client, jq)
+    elif "://" in cluster:
+        say(f"connecting to the scheduler at {cluster}")
+        client = Client(cluster)
+        try:
+            yield client
+        finally:
+            _quiet_close(client, None)
+    else:
+        raise ValueError(f"unknown cluster {cluster!r}; use local, slurm, pbs or a scheduler address tcp://HOST:PORT")
+
+
+def _quiet_close(client, cluster) -> None:
+    with contextlib.suppress(Exception):
+        client.close(timeout=30)
+    if cluster is not None:
+        with contextlib.suppress(Exception):
+            cluster.close(timeout=30)
+
+
+# ----------------------------------------------------------------------------- progress
+class _Progress:
+    """Rich progress bar on a terminal, one log line per task otherwise."""
+
+    def __init__(self, n_tasks: int, n_fits: int, enabled: bool, console):
+        self.n_tasks, self.n_fits = n_tasks, n_fits
+        self.enabled, self.console = enabled, console
+        self.tasks = self.fits = self.failed = self.not_converged = 0
+        self.t0 = time.perf_counter()
+        self.bar = None
+        if enabled and console.is_terminal:
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                       TimeRemainingColumn)
+
+            self.bar = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("tasks  {task.fields[rate]}"),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[failures]}"),
+                console=console,
+                transient=False,
+            )
+            self.bar.start()
+            self.bar_task = self.bar.add_task("fitting", total=n_tasks, rate="", failures="0 failed")
+
+    def rate(self) -> float:
+        minutes = (time.perf_counter() - self.t0) / 60.0
+        return self.fits / minutes if minutes > 0 else 0.0
+
+    def update(self, res: TaskResult, label: str) -> None:
+        self.tasks += 1
+        self.fits += len(res.statuses)
+        self.failed += sum(s == "failed" for s in res.statuses)
+        self.not_converged += sum(s == "not_converged" for s in res.statuses)
+        fails = f"[red]{self.failed} failed[/red]" if self.failed else "0 failed"
+        if self.bar is not None:
+            self.bar.update(self.bar_task, advance=1, rate=f"{self.rate():.1f} fits/min", failures=fails)
+        elif self.enabled:
+            counts = ", ".join(f"{s} {sum(x == s for x in res.statuses)}" for s in sorted(set(res.statuses)))
+            self.console.print(
+                f"[{self.tasks}/{self.n_tasks}] {label} replicates {res.replicates[0]}-{res.replicates[-1]}: "
+                f"{counts} ({res.seconds:.1f} s{', compile ' + format(res.compile_s, '.1f') + ' s' if res.compile_s else ''})"
+                f"  {self.rate():.1f} fits/min{', ' + str(self.failed) + ' failed' if self.failed else ''}",
+                highlight=False,
+            )
+            if res.error:
+                self.console.print(f"    error: {res.error}", highlight=False)
+
+    def stop(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+# ----------------------------------------------------------------------------- run
+@dataclass
+class RunSummary:
+    """What :func:`run_study` did."""
+
+    design: str
+    store: Path
+    store_action: str  # "created" | "opened" | "extended"
+    tasks_total: int
+    tasks_skipped: int
+    tasks_run: int = 0
+    fits_run: int = 0
+    fits_failed: int = 0
+    fits_not_converged: int = 0
+    seconds: float = 0.0
+    interrupted: bool = False
+    errors: list[str] = field(default_factory=list)
+    task_results: list[TaskResult] = field(default_factory=list, repr=False)
+
+    @property
+    def fits_per_min(self) -> float:
+        return self.fits_run / (self.seconds / 60.0) if self.seconds > 0 else 0.0
+
+
+def run_study(
+    design_path,
+    store_path,
+    *,
+    cluster: str = "local",
+    workers: int | None = None,
+    retry_failed: bool = False,
+    progress: bool = True,
+    client=None,
+    console=None,
+) -> RunSummary:
+    """Run (or resume) ``design_path`` into the results store ``store_path``.
+
+    ``design_path``: a design file or a :class:`~simstudy.design.Design`. ``cluster``:
+    ``"local"`` | ``"slurm"`` | ``"pbs"`` | a scheduler address; ``workers``: local worker
+    processes or cluster jobs; ``retry_failed``: rerun blocks with failed fits;
+    ``client``: an existing ``distributed.Client`` to use instead (left open).
+    """
+    from rich.console import Console
+
+    console = console or Console(stderr=True)
+
+    def say(msg: str) -> None:
+        if progress:
+            console.print(msg, highlight=False)
+
+    design = design_path if isinstance(design_path, Design) else load_design(design_path)
+    info = create_or_open(store_path, design)
+    if info.action == "created":
+        say(f"created results store {info.path} for design {design.name!r}: {design.n_cells} cells x "
+            f"{design.replicates} replicates")
+    elif info.action == "extended":
+        say(f"extended results store {info.path}: {info.explanation}")
+    done, status = completion(info.path)
+    todo = pending_tasks(design, info, done.values, status.values, retry_failed)
+    all_tasks = design.tasks()
+    summary = RunSummary(design=design.name, store=info.path, store_action=info.action,
+                         tasks_total=len(all_tasks), tasks_skipped=len(all_tasks) - len(todo))
+    if not todo:
+        say(f"nothing to do: all {len(all_tasks)} tasks of {design.name!r} are done in {info.path}")
+        return summary
+    n_fits = sum(len(t.replicates) for t, _ in todo)
+    say(f"{len(todo)} of {len(all_tasks)} tasks to run ({n_fits} fits)")
+
+    t0 = time.perf_counter()
+    labels = {t.task_id: t.cell.label for t, _ in todo}
+    bar = None
+    try:
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(_sigterm_as_interrupt())
+            if client is None:
+                client = stack.enter_context(_client_for(cluster, workers, len(todo), say))
+            from distributed import as_completed
+
+            token = uuid.uuid4().hex[:8]
+            futures = {}
+            for i, (task, ci) in enumerate(todo):
+                fut = client.submit(
+                    run_task, task, str(info.path), ci, info.n_groups_max,
+                    key=f"simstudy-{token}-{task.task_id}", pure=False, priority=len(todo) - i,
+                )
+                futures[fut] = (task, ci)
+            bar = _Progress(len(todo), n_fits, progress, console)
+            for fut in as_completed(futures):
+                task, ci = futures.pop(fut)
+                try:
+                    res = fut.result()
+                except Exception as exc:  # noqa: BLE001 - e.g. KilledWorker: record and go on
+                    res = _record_client_side_failure(task, ci, info, exc)
+                fut.release()
+                summary.tasks_run += 1
+                summary.task_results.append(res)
+                summary.fits_run += len(res.statuses)
+                summary.fits_failed += sum(s == "failed" for s in res.statuses)
+                summary.fits_not_converged += sum(s == "not_converged" for s in res.statuses)
+                if res.error:
+                    summary.errors.append(f"{labels[task.task_id]} {task.replicates}: {res.error}")
+                bar.update(res, labels[task.task_id])
+    except KeyboardInterrupt:
+        summary.interrupted = True
+        say("interrupted: finished blocks are saved; rerun the same command to resume")
+    finally:
+        if bar is not None:
+            bar.stop()
+        summary.seconds = time.perf_counter() - t0
+    say(f"ran {summary.tasks_run} tasks ({summary.fits_run} fits) in {summary.seconds:.0f} s "
+        f"({summary.fits_per_min:.1f} fits/min): {summary.fits_failed} failed, "
+        f"{summary.fits_not_converged} not converged")
+    if summary.fits_failed:
+        say("failed fits keep their error text in the store (variable `error`); rerun with --retry-failed to retry")
+    return summary
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM (batch systems at walltime, `kill`) stops the run like Ctrl-C: the cluster is
+    shut down (its worker jobs cancelled) and finished blocks stay in the store."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _record_client_side_failure(task: Task, ci: int, info: StoreInfo, exc: BaseException) -> TaskResult:
+    """A task that died outside its own error handling (e.g. its worker was killed
+    repeatedly): store the block as failed from the client."""
+    from .scoring import failed_record, stack_records
+
+    error = f"task failed on the cluster: {_describe(exc)}"
+    try:
+        write_block(info.path, ci, task.replicates,
+                    stack_records([failed_record(info.n_groups_max, error) for _ in task.replicates]))
+    except Exception as write_exc:  # noqa: BLE001
+        error += f"; and the failure could not be stored: {_describe(write_exc)}"
+    return TaskResult(task.task_id, ci, tuple(task.replicates), ["failed"] * len(task.replicates), error=error)
+
+
+# ----------------------------------------------------------------------------- status
+def status_rows(store_path) -> tuple[StoreInfo, list[dict]]:
+    """Per cell: label, tasks done / failed / pending, fits ok / not converged / failed."""
+    info = read_info(store_path)
+    done, status = completion(info.path)
+    done, status = done.values, status.values
+    R, B = info.replicates, info.block_size
+    blocks = [list(range(s, min(s + B, R))) for s in range(0, R, B)]
+    labels = {c.cell_id: c.label for c in info.design.cells()}
+    rows = []
+    for ci, cid in enumerate(info.cell_ids):
+        row = {"cell_id": cid, "label": labels.get(cid, str(cid)), "tasks": len(blocks),
+               "done": 0, "failed": 0, "pending": 0}
+        for b in blocks:
+            if not done[ci, b].all():
+                row["pending"] += 1
+            elif (status[ci, b] == "failed").any():
+                row["failed"] += 1
+            else:
+                row["done"] += 1
+        st = status[ci][done[ci]]
+        row["fits_ok"] = int((st == "ok").sum())
+        row["fits_not_converged"] = int((st == "not_converged").sum())
+        row["fits_failed"] = int((st == "failed").sum())
+        rows.append(row)
+    return info, rows
+
+
+def print_status(store_path, console=None) -> None:
+    """Print the design name and, per cell, tasks done / failed / pending and fits not converged."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    info, rows = status_rows(store_path)
+    d = info.design
+    table = Table(title=f"{d.name}: {d.n_cells} cells x {d.replicates} replicates (blocks of {d.block_size}) "
+                        f"in {info.path}")
+    table.add_column("cell", overflow="fold")
+    for col in ("tasks done", "tasks failed", "tasks pending", "fits not converged"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(
+            r["label"],
+            str(r["done"]),
+            f"[red]{r['failed']}[/red]" if r["failed"] else "0",
+            str(r["pending"]),
+            f"[yellow]{r['fits_not_converged']}[/yellow]" if r["fits_not_converged"] else "0",
+        )
+    tot = {k: sum(r[k] for r in rows) for k in ("tasks", "done", "failed", "pending", "fits_not_converged",
+                                                 "fits_failed", "fits_ok")}
+    table.add_section()
+    table.add_row("total", str(tot["done"]), str(tot["failed"]), str(tot["pending"]), str(tot["fits_not_converged"]),
+                  style="bold")
+    console.print(table)
+    pct = 100.0 * (tot["done"] + tot["failed"]) / tot["tasks"] if tot["tasks"] else 100.0
+    console.print(f"{tot['done'] + tot['failed']}/{tot['tasks']} tasks finished ({pct:.0f}%): fits ok {tot['fits_ok']}, "
+                  f"not converged {tot['fits_not_converged']}, failed {tot['fits_failed']}", highlight=False)
+    if tot["failed"]:
+        console.print("rerun with `simstudy run DESIGN --store STORE --retry-failed` to retry failed blocks",
+                      highlight=False)
+    if math.isclose(pct, 100.0) and not tot["failed"]:
+        console.print("the study is complete", highlight=False)

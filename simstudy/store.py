@@ -1,0 +1,437 @@
+"""The results store: one Zarr directory per study, read and written with xarray.
+
+Layout
+------
+* dims ``cell``, ``replicate``, ``group`` (padded with NaN to the largest J of the design);
+* every cell-identifying setting of the design (its factors, then any other key an
+  ``[[extra]]`` sets) is a plain coordinate along ``cell``, with ``cell_id`` (int64, the
+  design's stable id) and ``cell_label``; ``replicate`` and ``group`` are integer coordinates;
+* data variables as listed in :data:`simstudy.scoring.SCHEMA` (per group: dims
+  ``(cell, replicate, group)``, per fit: ``(cell, replicate)``), each with CF ``long_name``
+  and ``units``, plus ``done`` ``(cell, replicate)``: the record is complete. It is written
+  last by :func:`write_block`, so a crash mid-write leaves ``done`` False and the block is
+  redone;
+* chunks: ``cell`` 1, ``replicate`` the design's ``block_size``, ``group`` all. A task is
+  one cell x one block of replicates, so concurrent writes of distinct tasks never touch
+  the same chunk (region writes only; appending concurrently would lose data);
+* attrs: ``design_text``, ``design_hash``, ``design`` (JSON of
+  :func:`simstudy.design.design_to_dict`), ``design_name``, ``seed``, ``factors`` (JSON
+  list of the cell coordinates), ``versions`` (JSON: simstudy, jax, numpyro, arviz, xarray,
+  zarr, dask, numpy, python), ``created``, ``history``, ``simstudy_store_version``.
+
+Chunks that were never written read as the fill value (NaN, "" or False), so creating the
+template writes metadata only. The template is built in a temporary directory next to the
+store and renamed into place, so a bad design or an error never leaves a half-made store.
+
+Growing (:func:`create_or_open` with a design that *extends* the stored one, see
+:func:`simstudy.design.diff_designs`) rebuilds the template for the new design -- old cells
+keep their positions, new cells are appended -- copies the existing results into it and
+swaps the directories. Do it with no task running (``simstudy run`` does it before it
+starts any).
+
+The store knows nothing about models or Dask: it stores named arrays.
+
+Reading: :func:`open_results` gives an ``xarray.Dataset``; :func:`unstack_cells` turns the
+``cell`` dim of a full factorial into one dim per factor. A store is a plain directory:
+copy it with ``rsync -a``, ``tar`` or ``zip``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .design import SETTINGS, Design, DesignError, design_from_dict, design_to_dict, diff_designs, load_design
+
+__all__ = [
+    "StoreError",
+    "StoreInfo",
+    "STORE_VERSION",
+    "create_or_open",
+    "read_info",
+    "write_block",
+    "completion",
+    "open_results",
+    "unstack_cells",
+    "package_versions",
+]
+
+STORE_VERSION = 1
+_DIMS = {"group": ("cell", "replicate", "group"), "fit": ("cell", "replicate")}
+_DONE_ATTRS = {"long_name": "the record of this replicate is complete (written last, per task)", "units": ""}
+_VERSION_PACKAGES = ("simstudy", "jax", "jaxlib", "numpyro", "arviz", "xarray", "zarr", "dask", "distributed", "numpy")
+
+
+class StoreError(ValueError):
+    """A results store cannot be created, opened or written as asked; the message says why
+    and what to do."""
+
+
+@dataclass(frozen=True)
+class StoreInfo:
+    """What :func:`create_or_open` found or made."""
+
+    path: Path
+    design: Design
+    action: str  # "created" | "opened" | "extended"
+    cell_ids: tuple[int, ...]  # cell ids in store order
+    n_groups_max: int
+    replicates: int
+    block_size: int
+    explanation: str = ""
+
+    @property
+    def cell_index(self) -> dict[int, int]:
+        """cell id -> position along the store's ``cell`` dim."""
+        return {cid: i for i, cid in enumerate(self.cell_ids)}
+
+
+# ----------------------------------------------------------------------------- helpers
+def _schema() -> dict[str, dict]:
+    from .scoring import SCHEMA
+
+    return SCHEMA
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": sys.version.split()[0]}
+    for name in _VERSION_PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _is_store(path: Path) -> bool:
+    return (path / "zarr.json").is_file() or (path / ".zgroup").is_file()
+
+
+def _coord_values(cells, name: str) -> tuple[np.ndarray, dict]:
+    """One cell coordinate: the setting's value in every cell, typed by the setting kind."""
+    s = SETTINGS[name]
+    values = [c.get(name) for c in cells]
+    attrs = {"long_name": s.doc or name, "units": ""}
+    if s.kind == "bool":
+        return np.array(values, dtype=bool), attrs
+    if s.kind == "int":
+        if any(v is None for v in values):
+            return np.array([np.nan if v is None else v for v in values], dtype=np.float64), attrs
+        return np.array(values, dtype=np.int64), attrs
+    if s.kind == "float":
+        return np.array([np.nan if v is None else v for v in values], dtype=np.float64), attrs
+    return np.array(["" if v is None else str(v) for v in values], dtype=str), attrs
+
+
+def _template(design: Design, cells, schema: dict):
+    """The lazily-filled (dask) template Dataset for ``cells`` (in store order)."""
+    import dask.array as da
+    import xarray as xr
+
+    C, R, B = len(cells), design.replicates, design.block_size
+    G = max(int(c.get("n_groups")) for c in cells)
+    reserved = set(schema) | {"done", "cell", "replicate", "group", "cell_id", "cell_label"}
+    coords: dict[str, Any] = {
+        "replicate": ("replicate", np.arange(R, dtype=np.int64), {"long_name": "replicate (data set) index", "units": ""}),
+        "group": ("group", np.arange(G, dtype=np.int64), {"long_name": "group index (padded to the largest J)", "units": ""}),
+        "cell_id": ("cell", np.array([c.cell_id for c in cells], dtype=np.int64),
+                    {"long_name": "stable cell id (hash of the cell's identifying settings; seeds derive from it)",
+                     "units": ""}),
+        "cell_label": ("cell", np.array([c.label for c in cells], dtype=str), {"long_name": "cell label", "units": ""}),
+    }
+    for name in design.coords:
+        if name in reserved:  # pragma: no cover - setting names never clash with the schema
+            raise StoreError(f"design setting {name!r} clashes with a store variable name")
+        values, attrs = _coord_values(cells, name)
+        coords[name] = ("cell", values, attrs)
+    data_vars = {}
+    encoding = {}
+    for name, spec in schema.items():
+        dims = _DIMS[spec["dims"]]
+        shape = (C, R, G)[: len(dims)]
+        chunks = (1, B, G)[: len(dims)]
+        dtype = np.dtype(spec["dtype"])
+        fill = "" if dtype.kind == "U" else np.nan
+        # one dask chunk per variable: nothing is computed (compute=False), only metadata
+        data_vars[name] = (dims, da.full(shape, fill, dtype=dtype, chunks=-1),
+                           {"long_name": spec["long_name"], "units": spec["units"]})
+        encoding[name] = {"chunks": chunks}
+    data_vars["done"] = (_DIMS["fit"], da.zeros((C, R), dtype=bool, chunks=-1), dict(_DONE_ATTRS))
+    encoding["done"] = {"chunks": (1, B)}
+    ds = xr.Dataset(data_vars, coords=coords)
+    return ds, encoding
+
+
+def _attrs(design: Design, created: str, history: list[str]) -> dict[str, Any]:
+    return {
+        "title": f"simstudy results: {design.name}",
+        "Conventions": "CF-1.10",
+        "simstudy_store_version": STORE_VERSION,
+        "design_name": design.name,
+        "design_text": design.text,
+        "design_hash": design.hash,
+        "design": json.dumps(design_to_dict(design), sort_keys=True),
+        "seed": int(design.seed),
+        "replicates": int(design.replicates),
+        "block_size": int(design.block_size),
+        "factors": json.dumps(list(design.coords)),
+        "versions": json.dumps(package_versions(), sort_keys=True),
+        "created": created,
+        "history": "\n".join(history),
+    }
+
+
+def _write_template(target: Path, design: Design, cells, schema: dict, created: str, history: list[str]) -> None:
+    ds, encoding = _template(design, cells, schema)
+    ds.attrs.update(_attrs(design, created, history))
+    ds.to_zarr(target, mode="w-", compute=False, consolidated=False, zarr_format=3, encoding=encoding)
+
+
+def _tmp_sibling(path: Path, tag: str) -> Path:
+    return path.with_name(f".{path.name}.{tag}-{uuid.uuid4().hex[:8]}")
+
+
+def _read_attrs(path: Path) -> dict:
+    import zarr
+
+    try:
+        return dict(zarr.open_group(str(path), mode="r").attrs)
+    except Exception as exc:  # noqa: BLE001 - any failure means: not a readable store
+        raise StoreError(f"{path} is not a readable results store: {exc}") from None
+
+
+def _store_cell_ids(path: Path) -> tuple[int, ...]:
+    import zarr
+
+    return tuple(int(x) for x in zarr.open_array(str(path / "cell_id"), mode="r")[:])
+
+
+def _info(path: Path, design: Design, action: str, explanation: str = "") -> StoreInfo:
+    import zarr
+
+    g = zarr.open_group(str(path), mode="r")
+    return StoreInfo(
+        path=path,
+        design=design,
+        action=action,
+        cell_ids=_store_cell_ids(path),
+        n_groups_max=int(g["group"].shape[0]),
+        replicates=int(g["replicate"].shape[0]),
+        block_size=int(g.attrs["block_size"]),
+        explanation=explanation,
+    )
+
+
+# ----------------------------------------------------------------------------- API
+def read_info(path: str | Path) -> StoreInfo:
+    """Open an existing store's description (its design rebuilt from the stored text)."""
+    path = Path(path)
+    if not _is_store(path):
+        raise StoreError(f"no results store at {path}")
+    attrs = _read_attrs(path)
+    if "design" not in attrs:
+        raise StoreError(f"{path} is a Zarr store but not a simstudy results store (no 'design' attribute)")
+    try:
+        design = design_from_dict(json.loads(attrs["design"]))
+    except DesignError as exc:
+        raise StoreError(f"cannot rebuild the design stored in {path}: {exc}") from None
+    return _info(path, design, "opened")
+
+
+def create_or_open(path: str | Path, design: Design | str | Path, *, schema: dict | None = None) -> StoreInfo:
+    """Create the store for ``design`` at ``path``, or open it if it already holds this design.
+
+    ``design`` may be a :class:`~simstudy.design.Design` or a design file (validated first,
+    so nothing is created for an invalid design). For an existing store: the same design
+    (same hash) is reused; a design that *extends* the stored one (adds cells and/or
+    replicates, same seed and block size) grows the store, keeping every result; a
+    *changed* design raises :class:`StoreError` explaining what changed.
+    """
+    if not isinstance(design, Design):
+        design = load_design(design)  # raises DesignError before anything is touched
+    schema = schema or _schema()
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise StoreError(f"{path} exists and is not a directory; choose another --store path")
+    if path.is_dir() and not _is_store(path):
+        if any(path.iterdir()):
+            raise StoreError(f"{path} exists, is not empty and is not a results store; choose another --store path")
+        path.rmdir()  # an empty directory: take its place
+    if not path.exists():
+        return _create(path, design, schema)
+
+    attrs = _read_attrs(path)
+    if "design_hash" not in attrs:
+        raise StoreError(f"{path} is a Zarr store but not a simstudy results store (no 'design_hash' attribute)")
+    if attrs["design_hash"] == design.hash:
+        return _info(path, design, "opened")
+    try:
+        old = design_from_dict(json.loads(attrs["design"]))
+    except DesignError as exc:
+        raise StoreError(
+            f"the results store {path} was written for a design that cannot be rebuilt with this version of "
+            f"simstudy ({exc}); write the new results to a new store path (--store NEW.zarr)"
+        ) from None
+    diff = diff_designs(old, design)
+    if diff.kind == "same":  # the hash changed but nothing that matters did
+        return _info(path, design, "opened")
+    if diff.kind == "changed":
+        raise StoreError(
+            f"the results store {path} holds results of design {old.name!r} (hash {old.hash[:12]}), and the design "
+            f"{design.source} ({design.name!r}, hash {design.hash[:12]}) is not an extension of it: existing results "
+            f"would no longer match their settings.\n{diff.explain()}\n"
+            "Either undo these changes, or write the new design to a new store path (--store NEW.zarr). "
+            "Adding cells, levels or replicates is fine: that extends a store in place."
+        )
+    _extend(path, old, design, schema, diff.explain())
+    return _info(path, design, "extended", diff.explain())
+
+
+def _create(path: Path, design: Design, schema: dict) -> StoreInfo:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_sibling(path, "creating")
+    created = _now()
+    try:
+        _write_template(tmp, design, design.cells(), schema, created,
+                        [f"{created} created for design {design.name!r} ({design.hash[:12]})"])
+        os.rename(tmp, path)
+    except FileExistsError:
+        raise StoreError(f"{path} appeared while the store was being created; is another run starting?") from None
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return _info(path, design, "created")
+
+
+def _extend(path: Path, old: Design, new: Design, schema: dict, explanation: str) -> None:
+    """Rebuild the template for ``new`` (old cells first, in store order), copy, swap."""
+    import zarr
+
+    old_ids = _store_cell_ids(path)
+    new_by_id = {c.cell_id: c for c in new.cells()}
+    missing = [i for i in old_ids if i not in new_by_id]
+    if missing:  # pragma: no cover - diff_designs calls that "changed"
+        raise StoreError(f"the new design drops {len(missing)} cell(s) of the store")
+    seen = set(old_ids)
+    cells = [new_by_id[i] for i in old_ids] + [c for c in new.cells() if c.cell_id not in seen]
+    attrs = _read_attrs(path)
+    stamp = _now()
+    history = [h for h in str(attrs.get("history", "")).split("\n") if h]
+    history.append(f"{stamp} extended to design {new.name!r} ({new.hash[:12]}): "
+                   + explanation.replace("\n", " ").replace("  - ", "; "))
+    tmp = _tmp_sibling(path, "extending")
+    backup = _tmp_sibling(path, "old")
+    try:
+        _write_template(tmp, new, cells, schema, str(attrs.get("created", stamp)), history)
+        src = zarr.open_group(str(path), mode="r")
+        dst = zarr.open_group(str(tmp), mode="r+")
+        C_old = len(old_ids)
+        for name in list(schema) + ["done"]:
+            if name not in src:
+                continue
+            a, b = src[name], dst[name]
+            for ci in range(C_old):  # one cell at a time: bounded memory
+                block = a[ci]
+                if block.dtype == bool and not block.any():
+                    continue
+                b[(ci,) + tuple(slice(0, n) for n in block.shape)] = block
+        os.rename(path, backup)
+        os.rename(tmp, path)
+    except BaseException:
+        if backup.exists() and not path.exists():
+            os.rename(backup, path)
+        raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(backup, ignore_errors=True)
+
+
+def write_block(path: str | Path, cell_index: int, replicate_indices, records: dict[str, np.ndarray]) -> None:
+    """Region-write one task's records, then mark its replicates done.
+
+    ``replicate_indices``: consecutive replicate positions (one block); ``records``: every
+    schema variable stacked along a first ``replicate`` axis (per-group arrays
+    ``(n_replicates, n_groups_max)``, per-fit ``(n_replicates,)``). Text is cut to the
+    stored width.
+    """
+    import zarr
+
+    path = Path(path)
+    reps = [int(r) for r in replicate_indices]
+    if not reps or reps != list(range(reps[0], reps[0] + len(reps))):
+        raise StoreError(f"replicate indices must be consecutive, got {reps}")
+    g = zarr.open_group(str(path), mode="r+")
+    arrays = dict(g.arrays())
+    C, R = arrays["done"].shape
+    if not 0 <= cell_index < C or reps[-1] >= R:
+        raise StoreError(f"cell {cell_index} / replicates {reps[0]}..{reps[-1]} are outside the store ({C} x {R})")
+    values = {}
+    for name, value in records.items():
+        arr = arrays.get(name)
+        if arr is None or name == "done" or tuple(arr.metadata.dimension_names[:2]) != ("cell", "replicate"):
+            raise StoreError(f"{name!r} is not a result variable of the store {path}")
+        value = np.asarray(value).astype(arr.dtype)  # numpy cuts text to the stored width
+        want = (len(reps),) + tuple(arr.shape[2:])
+        if value.shape != want:
+            raise StoreError(f"{name}: shape {value.shape}, the store needs {want}")
+        values[name] = value
+    absent = [n for n, a in arrays.items()
+              if n != "done" and tuple(a.metadata.dimension_names[:2]) == ("cell", "replicate") and n not in records]
+    if absent:
+        raise StoreError(f"records lack {absent}")
+    # region writes straight through zarr (the chunks of one task belong to it alone);
+    # `done` last, so a block interrupted mid-write is redone
+    region = (cell_index, slice(reps[0], reps[-1] + 1))
+    for name, value in values.items():
+        arrays[name][region] = value
+    arrays["done"][region] = np.ones(len(reps), dtype=bool)
+
+
+def completion(path: str | Path):
+    """``(done, status)``: DataArrays (cell, replicate) with ``cell_id`` and ``cell_label``
+    coordinates; ``status`` is "" where nothing was written yet."""
+    import xarray as xr
+
+    ds = xr.open_zarr(Path(path), consolidated=False, chunks=None)
+    drop = [c for c in ds.coords if c not in ("cell_id", "cell_label", "replicate")]
+    return (ds["done"].drop_vars(drop, errors="ignore").load(),
+            ds["status"].drop_vars(drop, errors="ignore").load())
+
+
+def open_results(path: str | Path, **kwargs):
+    """The results store as an ``xarray.Dataset`` (lazy, dask-backed unless ``chunks=None``)."""
+    import xarray as xr
+
+    path = Path(path)
+    if not _is_store(path):
+        raise StoreError(f"no results store at {path}")
+    return xr.open_zarr(path, consolidated=False, **kwargs)
+
+
+def unstack_cells(ds, factors: list[str] | None = None):
+    """Replace the ``cell`` dim by one dim per factor (full factorials; excluded
+    combinations become NaN): ``ds.set_index(cell=factors).unstack("cell")``.
+
+    ``factors`` defaults to the design's cell coordinates (attr ``factors``).
+    """
+    if factors is None:
+        factors = json.loads(ds.attrs.get("factors", "[]"))
+    factors = list(factors)
+    if not factors:
+        raise StoreError("the design has no factors to unstack")
+    return ds.set_index(cell=factors).unstack("cell")
