@@ -230,12 +230,23 @@ def initial_values(data: MelsmData, structure: Structure, rng: np.random.Generat
 
 
 def _seed_sequence(seed) -> np.random.SeedSequence:
+    """A fresh SeedSequence (a copy when given one: spawning mutates, and the same seed must
+    always give the same draws)."""
     if isinstance(seed, np.random.SeedSequence):
-        return seed
+        return np.random.SeedSequence(seed.entropy, spawn_key=seed.spawn_key, pool_size=seed.pool_size)
     return np.random.SeedSequence(seed)
 
 
 # ----------------------------------------------------------------------------- API
+def batch_key(data: MelsmData, priors: Priors | None = None, *, centered_location: bool | None = None,
+              sufficient: bool | None = None) -> tuple:
+    """Datasets with equal keys can share one :func:`fit_batch` call (and compiled program):
+    the model structure and the shapes of the arrays the model reads. On the
+    sufficient-statistics path the group sizes do not matter, only J and the design widths."""
+    structure = structure_for(data, priors or Priors(), sufficient=sufficient, centered_location=centered_location)
+    return structure, _signature(model_arrays(data, structure))
+
+
 def fit_batch(
     datasets: list[MelsmData],
     priors: Priors | list[Priors] | None = None,
@@ -272,15 +283,19 @@ def fit_batch(
     if len(seeds) != len(datasets):
         raise ValueError(f"got {len(seeds)} seeds for {len(datasets)} datasets")
 
+    # the parameterisation follows dataset 0 (pass centered_location to fix it independently of
+    # the batch); everything else structural must agree
     structure = structure_for(datasets[0], priors_list[0], sufficient=sufficient, centered_location=centered_location)
-    signature = datasets[0].shape_signature()
-    for i, (d, p) in enumerate(zip(datasets, priors_list)):
-        if d.shape_signature() != signature:
+    arrays = [model_arrays(d, structure) for d in datasets]
+    signature = _signature(arrays[0])
+    for i, (d, p, a) in enumerate(zip(datasets, priors_list, arrays)):
+        if _signature(a) != signature:
             raise ValueError(
-                f"dataset {i} has shape {d.shape_signature()} but dataset 0 has {signature}; "
-                "fit_batch needs same-shaped datasets (group them by shape first)"
+                f"dataset {i} has shape {d.shape_signature()} but dataset 0 has {datasets[0].shape_signature()}; "
+                "fit_batch needs same-shaped datasets (group them with batch_key first; with group-level "
+                "scale predictors only J and the design widths matter, not the group sizes)"
             )
-        if structure_for(d, p, sufficient=sufficient, centered_location=centered_location) != structure:
+        if structure_for(d, p, sufficient=structure.sufficient, centered_location=structure.centered_location) != structure:
             raise ValueError(f"dataset {i}: priors/data give a different model structure than dataset 0")
 
     keys, inits = [], []
@@ -294,7 +309,7 @@ def fit_batch(
     args = (
         np.stack(keys),
         stack(inits),
-        stack([model_arrays(d, structure) for d in datasets]),
+        stack(arrays),
         stack([hyper_arrays(d, p) for d, p in zip(datasets, priors_list)]),
     )
     total = len(datasets) * chains * (warmup + draws)

@@ -152,20 +152,22 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {msg}{where}"
 
 
-def fit_block(datasets, priors, seeds, mcmc: dict) -> tuple[list, float]:
-    """``fit_batch`` over a block: one call per distinct data shape (a single call for
-    balanced designs; ragged group sizes give replicates different shapes). A dataset's fit
+def fit_block(datasets, priors, seeds, mcmc: dict, centered_location: bool | None = None) -> tuple[list, float]:
+    """``fit_batch`` over a block: one call per distinct compiled shape (a single call for
+    balanced designs, and for ragged ones on the sufficient-statistics path; per-observation
+    likelihoods with ragged group sizes give replicates different shapes). A dataset's fit
     does not depend on the other datasets of its call, so the split changes no number.
     Returns the fits in input order and the total compile seconds."""
-    from .fit import fit_batch
+    from .fit import batch_key, fit_batch
 
     groups: dict[tuple, list[int]] = {}
     for i, data in enumerate(datasets):
-        groups.setdefault(data.shape_signature(), []).append(i)
+        groups.setdefault(batch_key(data, priors, centered_location=centered_location), []).append(i)
     fits: list = [None] * len(datasets)
     compile_s = 0.0
     for idx in groups.values():
-        out = fit_batch([datasets[i] for i in idx], priors, seeds=[seeds[i] for i in idx], **mcmc)
+        out = fit_batch([datasets[i] for i in idx], priors, seeds=[seeds[i] for i in idx],
+                        centered_location=centered_location, **mcmc)
         compile_s += float(out[0].compile_s)
         for i, f in zip(idx, out):
             fits[i] = f
@@ -198,6 +200,9 @@ def run_task(task: Task, store_path: str, cell_index: int, n_groups_max: int) ->
             task.cell.priors(),
             [fit_seed(task.seed, task.cell.cell_id, r) for r in reps],
             task.cell.mcmc,
+            # the parameterisation follows the cell's nominal group size, so a replicate's
+            # numbers never depend on the other replicates of its block
+            centered_location=spec.group_size >= 10,
         )
         fit_s = time.perf_counter() - t_fit
         sample_s = float(sum(f.sample_s for f in fits))

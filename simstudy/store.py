@@ -198,7 +198,7 @@ def _attrs(design: Design, created: str, history: list[str]) -> dict[str, Any]:
 def _write_template(target: Path, design: Design, cells, schema: dict, created: str, history: list[str]) -> None:
     ds, encoding = _template(design, cells, schema)
     ds.attrs.update(_attrs(design, created, history))
-    ds.to_zarr(target, mode="w-", compute=False, consolidated=False, zarr_format=3, encoding=encoding)
+    ds.to_zarr(target, mode="w-", compute=False, consolidated=True, zarr_format=3, encoding=encoding)
 
 
 def _tmp_sibling(path: Path, tag: str) -> Path:
@@ -407,7 +407,7 @@ def completion(path: str | Path):
     coordinates; ``status`` is "" where nothing was written yet."""
     import xarray as xr
 
-    ds = xr.open_zarr(Path(path), consolidated=False, chunks=None)
+    ds = xr.open_zarr(Path(path), chunks=None)
     drop = [c for c in ds.coords if c not in ("cell_id", "cell_label", "replicate")]
     return (ds["done"].drop_vars(drop, errors="ignore").load(),
             ds["status"].drop_vars(drop, errors="ignore").load())
@@ -420,7 +420,7 @@ def open_results(path: str | Path, **kwargs):
     path = Path(path)
     if not _is_store(path):
         raise StoreError(f"no results store at {path}")
-    return xr.open_zarr(path, consolidated=False, **kwargs)
+    return xr.open_zarr(path, **kwargs)
 
 
 def unstack_cells(ds, factors: list[str] | None = None):

@@ -158,3 +158,18 @@ def test_bad_inputs():
         fit(d1, Priors(pi=1.0))
     with pytest.warns(UserWarning, match="single observation"):
         MelsmData.intercepts_only(rng.normal(size=5), [0, 0, 0, 1, 2])
+
+
+def test_ragged_groups_share_one_compiled_program_on_the_sufficient_path():
+    """With group-level scale predictors only J matters: datasets with different group sizes
+    batch together (one compile) and give the same draws as separate fits."""
+    spec = GeneratorSpec(n_groups=12, group_size=30, size_dist="poisson", share_inconsistent=0.25,
+                         effect="fixed", magnitude=1.2)
+    (d1, _), (d2, _) = generate(spec, 1), generate(spec, 2)
+    assert d1.n_obs != d2.n_obs
+    assert fitmod.batch_key(d1, centered_location=True) == fitmod.batch_key(d2, centered_location=True)
+    traces = fitmod.TRACE_COUNT
+    both = fit_batch([d1, d2], **SMALL, seeds=[5, 6], centered_location=True)
+    assert fitmod.TRACE_COUNT == traces + 1
+    alone = fit(d2, **SMALL, seed=6, centered_location=True)
+    np.testing.assert_allclose(both[1].posterior["tau"].values, alone.posterior["tau"].values, rtol=1e-9)
