@@ -1,6 +1,7 @@
 """simstudy: simulation and sensitivity studies of the SS-MELSM.
 
-Single fits::
+``simstudy.fit`` is the module (``from simstudy.fit import fit``); the names below are
+re-exported here. Single fits::
 
     from simstudy import fit_formula, load_saeb, compare_fits
     fit = fit_formula(df, location="y ~ x + (1 | g)", scale="~ x + (1 | g)", pi=0.5)
@@ -12,6 +13,14 @@ fast: JAX starts only when a fit is made.
 __version__ = "0.1.0"
 
 _LAZY = {
+    "MelsmData": ("simstudy.data", "MelsmData"),
+    "Priors": ("simstudy.priors", "Priors"),
+    "SDPrior": ("simstudy.priors", "SDPrior"),
+    "fit_batch": ("simstudy.fit", "fit_batch"),
+    "GeneratorSpec": ("simstudy.generate", "GeneratorSpec"),
+    "load_design": ("simstudy.design", "load_design"),
+    "run_study": ("simstudy.runner", "run_study"),
+    "summarize": ("simstudy.metrics", "summarize"),
     "fit_formula": ("simstudy.api", "fit_formula"),
     "make_priors": ("simstudy.api", "make_priors"),
     "load_saeb": ("simstudy.datasets", "load_saeb"),

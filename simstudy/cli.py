@@ -62,6 +62,19 @@ def status(store: Path = typer.Argument(..., help="results store")):
 
 
 # --------------------------------------------------------------------------- analysis
+def _on_store(command, store: Path, rule: str, errors: tuple[type[Exception], ...], **options) -> None:
+    """``command(store, rule=rule, **options)`` after checking ``--rule`` and that the store
+    exists; ``errors`` become a clean exit 2."""
+    if rule not in ("pip", "bf"):
+        _fail(f"--rule {rule!r}: use pip or bf")
+    if not store.exists():
+        _fail(f"no results store at {store}")
+    try:
+        command(store, rule=rule, **options)
+    except errors as exc:
+        _fail(str(exc))
+
+
 @app.command()
 def summarize(
     store: Path = typer.Argument(..., help="results store"),
@@ -74,14 +87,8 @@ def summarize(
     """Cell-level summary (classification, calibration, estimation, runtime) with MCSEs."""
     from .metrics import summarize_cli
 
-    if rule not in ("pip", "bf"):
-        _fail(f"--rule {rule!r}: use pip or bf")
-    if not store.exists():
-        _fail(f"no results store at {store}")
-    try:
-        summarize_cli(store, threshold=threshold, out=out, rule=rule, bf=bf, converged_only=converged_only)
-    except ValueError as exc:
-        _fail(str(exc))
+    _on_store(summarize_cli, store, rule, (ValueError,), threshold=threshold, out=out, bf=bf,
+              converged_only=converged_only)
 
 
 @app.command()
@@ -100,17 +107,8 @@ def plot(
     """Sensitivity, reliability and runtime figures from a results store."""
     from .plots import plot_cli
 
-    if rule not in ("pip", "bf"):
-        _fail(f"--rule {rule!r}: use pip or bf")
-    if not store.exists():
-        _fail(f"no results store at {store}")
-    try:
-        plot_cli(
-            store, out=out, threshold=threshold, rule=rule, metrics=metric or None, x=x, hue=hue, row=row, col=col,
-            converged_only=converged_only,
-        )
-    except (ValueError, KeyError) as exc:
-        _fail(str(exc))
+    _on_store(plot_cli, store, rule, (ValueError, KeyError), out=out, threshold=threshold, metrics=metric or None,
+              x=x, hue=hue, row=row, col=col, converged_only=converged_only)
 
 
 # --------------------------------------------------------------------------- single fits

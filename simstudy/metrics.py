@@ -741,6 +741,17 @@ def _py(v):
     return v.item() if hasattr(v, "item") else v
 
 
+def _pooled_groups(ds: xr.Dataset, by: Sequence[str] | None, converged_only: bool):
+    """Key names and an iterator of (key values, PIPs, truths) per ``_cell_keys`` group: the
+    usable fits' PIPs and true inconsistency flags of the group's cells, flattened."""
+    pip = _crg(ds, "pip")
+    y = _crg(ds, "delta_true")
+    use = usable_fits(ds, converged_only)
+    names, groups = _cell_keys(ds, by)
+    pooled = ((key, pip[cells][use[cells]].ravel(), y[cells][use[cells]].ravel()) for key, cells in groups)
+    return names, pooled
+
+
 def reliability_table(
     ds: xr.Dataset,
     n_bins: int = 10,
@@ -755,14 +766,9 @@ def reliability_table(
     ``expected_se`` (sqrt(mean_pip(1-mean_pip)/n), the band for perfect calibration)."""
     if strategy not in ("uniform", "quantile"):
         raise ValueError("strategy must be 'uniform' or 'quantile'")
-    pip = _crg(ds, "pip")
-    y = _crg(ds, "delta_true")
-    use = usable_fits(ds, converged_only)
-    names, groups = _cell_keys(ds, by)
+    names, pooled = _pooled_groups(ds, by, converged_only)
     rows = []
-    for key, cells in groups:
-        p = pip[cells][use[cells]].ravel()
-        t = y[cells][use[cells]].ravel()
+    for key, p, t in pooled:
         ok = np.isfinite(p) & np.isfinite(t)
         p, t = p[ok], t[ok]
         edges = _uniform_edges(n_bins) if strategy == "uniform" else _mass_edges(p, n_bins)
@@ -798,14 +804,9 @@ def pooled_curves(
     each ``by`` group (``None`` = per cell)."""
     if kind not in ("roc", "pr"):
         raise ValueError("kind must be 'roc' or 'pr'")
-    pip = _crg(ds, "pip")
-    y = _crg(ds, "delta_true")
-    use = usable_fits(ds, converged_only)
-    names, groups = _cell_keys(ds, by)
+    names, pooled = _pooled_groups(ds, by, converged_only)
     frames = []
-    for key, cells in groups:
-        p = pip[cells][use[cells]].ravel()
-        t = y[cells][use[cells]].ravel()
+    for key, p, t in pooled:
         if kind == "roc":
             a, b, thr = roc_curve(p, t)
             cols = {"fpr": a, "tpr": b, "threshold": thr}

@@ -424,6 +424,17 @@ def _pick_roles(ds, by, hue, max_hue=6):
     return by, hue
 
 
+def _rows(tab, by: str | None, bv, hue: str | None, hv):
+    """Rows of a by/hue-keyed DataFrame at ``by == bv`` and ``hue == hv`` (a role that is
+    ``None`` selects nothing out)."""
+    m = np.ones(len(tab), bool)
+    if by:
+        m &= tab[by].to_numpy() == bv
+    if hue:
+        m &= tab[hue].to_numpy() == hv
+    return tab[m]
+
+
 def plot_reliability(
     ds: xr.Dataset,
     by: str | None = None,
@@ -459,12 +470,7 @@ def plot_reliability(
         ax, axc = axes[0, j], axes[1, j]
         ax.plot([0, 1], [0, 1], color="0.5", linestyle="--", linewidth=1, label="_diag")
         for h, hv in enumerate(hlev):
-            m = np.ones(len(tab), bool)
-            if by:
-                m &= tab[by].to_numpy() == bv
-            if hue:
-                m &= tab[hue].to_numpy() == hv
-            t = tab[m]
+            t = _rows(tab, by, bv, hue, hv)
             if t.empty:
                 continue
             eb = ax.errorbar(
@@ -512,12 +518,7 @@ def plot_roc(ds: xr.Dataset, by: str | None = None, hue: str | None = None, conv
         ax = axes[0, j]
         ax.plot([0, 1], [0, 1], color="0.5", linestyle="--", linewidth=1)
         for h, hv in enumerate(hlev):
-            m = np.ones(len(cur), bool)
-            if by:
-                m &= cur[by].to_numpy() == bv
-            if hue:
-                m &= cur[hue].to_numpy() == hv
-            c = cur[m]
+            c = _rows(cur, by, bv, hue, hv)
             if c.empty or not np.isfinite(c["fpr"]).any() or not np.isfinite(c["tpr"]).any():
                 continue
             (ln,) = ax.plot(c["fpr"], c["tpr"], color=colors[h], linewidth=1.4)

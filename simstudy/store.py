@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 import shutil
 import sys
 import uuid
@@ -198,7 +199,11 @@ def _attrs(design: Design, created: str, history: list[str]) -> dict[str, Any]:
 def _write_template(target: Path, design: Design, cells, schema: dict, created: str, history: list[str]) -> None:
     ds, encoding = _template(design, cells, schema)
     ds.attrs.update(_attrs(design, created, history))
-    ds.to_zarr(target, mode="w-", compute=False, consolidated=True, zarr_format=3, encoding=encoding)
+    # consolidated metadata lets a plain xr.open_zarr(path) open the store in one read; it stays
+    # valid because tasks write chunks only, never metadata
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+        ds.to_zarr(target, mode="w-", compute=False, consolidated=True, zarr_format=3, encoding=encoding)
 
 
 def _tmp_sibling(path: Path, tag: str) -> Path:
@@ -407,7 +412,7 @@ def completion(path: str | Path):
     coordinates; ``status`` is "" where nothing was written yet."""
     import xarray as xr
 
-    ds = xr.open_zarr(Path(path), chunks=None)
+    ds = open_results(path, chunks=None)
     drop = [c for c in ds.coords if c not in ("cell_id", "cell_label", "replicate")]
     return (ds["done"].drop_vars(drop, errors="ignore").load(),
             ds["status"].drop_vars(drop, errors="ignore").load())
@@ -420,7 +425,10 @@ def open_results(path: str | Path, **kwargs):
     path = Path(path)
     if not _is_store(path):
         raise StoreError(f"no results store at {path}")
-    return xr.open_zarr(path, **kwargs)
+    with warnings.catch_warnings():
+        # stores made before metadata was consolidated, or by hand, open the slower way
+        warnings.filterwarnings("ignore", message="Failed to open Zarr store with consolidated metadata")
+        return xr.open_zarr(path, **kwargs)
 
 
 def unstack_cells(ds, factors: list[str] | None = None):

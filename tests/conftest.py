@@ -18,3 +18,24 @@ warnings.filterwarnings("ignore", message=".*single observation.*")
 @pytest.fixture(scope="session")
 def root() -> pathlib.Path:
     return ROOT
+
+
+@pytest.fixture(scope="session")
+def fit_data(tmp_path_factory):
+    """Builder of the small data set for single fits (tests/test_fitting_cli.py and
+    tests/test_fitplots.py use the same shape, so the sampler compiles once):
+    ``fit_data(n_groups, group_size)`` -> data.csv (group, y, x_within, x_between) as
+    written by ``write_csv`` and read back."""
+    import pandas as pd
+
+    from simstudy.generate import GeneratorSpec, generate, write_csv
+
+    def build(n_groups: int, group_size: int) -> pd.DataFrame:
+        d = tmp_path_factory.mktemp("fitdata")
+        spec = GeneratorSpec(n_groups=n_groups, group_size=group_size, share_inconsistent=0.25, slab_sd=0.9,
+                             covariates=True, x_between_sd=0.5)
+        data, truth = generate(spec, 3)
+        write_csv(data, truth, d)
+        return pd.read_csv(d / "data.csv")
+
+    return build

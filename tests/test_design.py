@@ -260,7 +260,7 @@ def test_shipped_designs_expected():
     names = {p.stem for p in DESIGNS.glob("*.toml")}
     assert {"quickstart", "smoke", "paper_study1", "paper_study2", "sensitivity"} <= names
     q = load_design(DESIGNS / "quickstart.toml")
-    assert q.n_cells == 4 and q.replicates == 4 and q.block_size == 2
+    assert q.n_cells == 2 * 2 * 2 and q.replicates == 6 and q.block_size == 3 and len(tasks(q)) == 16
     s = load_design(DESIGNS / "smoke.toml")
     assert s.n_cells == 2 and len(tasks(s)) == 2
     assert load_design(DESIGNS / "paper_study2.toml").n_cells == 8

@@ -14,7 +14,6 @@ from matplotlib.figure import Figure
 
 import simstudy
 from simstudy import fitplots
-from simstudy.generate import GeneratorSpec, generate, write_csv
 
 matplotlib.use("Agg")
 
@@ -23,13 +22,8 @@ THRESHOLD = 0.5
 
 
 @pytest.fixture(scope="module")
-def fit(tmp_path_factory):
-    d = tmp_path_factory.mktemp("plotdata")
-    spec = GeneratorSpec(n_groups=J, group_size=N_PER, share_inconsistent=0.25, slab_sd=0.9, covariates=True,
-                         x_between_sd=0.5)
-    data, truth = generate(spec, 3)
-    write_csv(data, truth, d)
-    df = pd.read_csv(d / "data.csv")
+def fit(fit_data):
+    df = fit_data(J, N_PER)
     return simstudy.fit_formula(df, "y ~ 1 + (1 | group)", "~ 1 + (1 | group)", chains=2, warmup=150, draws=150,
                                 seed=1)
 

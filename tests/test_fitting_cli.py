@@ -20,7 +20,6 @@ from typer.testing import CliRunner
 
 import simstudy
 from simstudy.cli import app
-from simstudy.generate import GeneratorSpec, generate, write_csv
 
 J, N_PER = 12, 20
 MCMC = {"chains": 2, "warmup": 150, "draws": 150}
@@ -33,14 +32,10 @@ def _invoke(args):
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    """data.csv (group, y, x_within, x_between) plus variants for the error cases."""
+def data_dir(fit_data, tmp_path_factory):
+    """data.csv (group, y, x_within, x_between, school, kind) plus variants for the error cases."""
     d = tmp_path_factory.mktemp("data")
-    spec = GeneratorSpec(n_groups=J, group_size=N_PER, share_inconsistent=0.25, slab_sd=0.9, covariates=True,
-                         x_between_sd=0.5)
-    data, truth = generate(spec, 3)
-    write_csv(data, truth, d)
-    df = pd.read_csv(d / "data.csv")
+    df = fit_data(J, N_PER)
     df["school"] = df["group"] % 3  # a second grouping column
     df["kind"] = np.where(df["x_within"] > 0, "high", "low")  # a string column
     df.to_csv(d / "data.csv", index=False)
