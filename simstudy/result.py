@@ -211,12 +211,14 @@ def _posterior_dict(records: dict, i: int) -> dict:
     return out
 
 
-def batch_diagnostics(records: dict) -> xr.Dataset:
-    """R-hat, bulk and tail ESS (ArviZ) for the hyperparameters and PIP draws of every
-    dataset in a batch: variables with dims (dataset, ...)."""
+def batch_diagnostics(records: dict, pips: bool = True) -> xr.Dataset:
+    """R-hat, bulk and tail ESS (ArviZ) for the hyperparameters (and, with ``pips``, the
+    per-draw inclusion probabilities) of every dataset in a batch: variables with dims
+    (dataset, ...). The PIP diagnostics are most of the cost (one per group)."""
     variables = {}
+    wanted = ("beta", "eta", "tau", "incl_prob") if pips else ("beta", "eta", "tau")
     for name, value in records.items():
-        if name in ("beta", "eta", "tau", "incl_prob"):
+        if name in wanted:
             variables[name] = value
         elif name == "L_corr":
             variables["corr"] = np.einsum("...ik,...jk->...ij", value, value)
@@ -243,9 +245,10 @@ def _unit_diagnostics(diag: xr.Dataset, i: int, dims: dict, coords: dict) -> dic
     return out
 
 
-def build_results(datasets, priors_list, structure, settings, records, stats, *, compile_s, sample_s, seeds):
+def build_results(datasets, priors_list, structure, settings, records, stats, *, compile_s, sample_s, seeds,
+                  pip_diagnostics: bool = True):
     """Split batched sampler output into one :class:`FitResult` per dataset."""
-    diag = batch_diagnostics(records)
+    diag = batch_diagnostics(records, pips=pip_diagnostics)
     results = []
     share = sample_s / len(datasets)
     for i, (data, priors) in enumerate(zip(datasets, priors_list)):

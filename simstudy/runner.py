@@ -167,7 +167,7 @@ def fit_block(datasets, priors, seeds, mcmc: dict, centered_location: bool | Non
     compile_s = 0.0
     for idx in groups.values():
         out = fit_batch([datasets[i] for i in idx], priors, seeds=[seeds[i] for i in idx],
-                        centered_location=centered_location, **mcmc)
+                        centered_location=centered_location, pip_diagnostics=False, **mcmc)
         compile_s += float(out[0].compile_s)
         for i, f in zip(idx, out):
             fits[i] = f
