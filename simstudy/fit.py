@@ -90,16 +90,15 @@ def _report(iterations) -> None:
         _progress_sink(int(iterations))
 
 
-def _maybe_report(i, every: int) -> None:
-    if every:
-        jax.lax.cond(i % every == every - 1, lambda: jax.debug.callback(_report, every), lambda: None)
+def _maybe_report(i, enabled) -> None:
+    every = PROGRESS_EVERY
+    jax.lax.cond(enabled & (i % every == every - 1), lambda: jax.debug.callback(_report, every), lambda: None)
 
 
-def _run_chain(rng_key, init_params, arrays, hyper, *, structure: Structure, settings: MCMCSettings,
-               report_every: int = 0):
+def _run_chain(rng_key, init_params, arrays, hyper, report, *, structure: Structure, settings: MCMCSettings):
     """Warm up and draw one chain; returns per-draw records and sampler statistics.
-    With ``report_every > 0`` the program calls back to the host every that many iterations
-    (progress bars); the grid compiles without it."""
+    With ``report`` (a runtime boolean, so one program serves both) the program calls back
+    to the host every ``PROGRESS_EVERY`` iterations (progress bars)."""
     model = partial(ssmelsm, structure=structure)
     # NUTS runs on one flat vector: fewer, larger array operations per leapfrog step
     flat_init, unravel = ravel_pytree(init_params)
@@ -121,7 +120,7 @@ def _run_chain(rng_key, init_params, arrays, hyper, *, structure: Structure, set
 
     def warm(state, i):
         state = sample_kernel(state, model_args=args)
-        _maybe_report(i, report_every)
+        _maybe_report(i, report)
         return state, state.diverging
 
     state, warm_div = jax.lax.scan(warm, state, jnp.arange(settings.warmup))
@@ -129,7 +128,7 @@ def _run_chain(rng_key, init_params, arrays, hyper, *, structure: Structure, set
 
     def draw(state, i):
         state = sample_kernel(state, model_args=args)
-        _maybe_report(i, report_every)
+        _maybe_report(i, report)
         values = constrain_fn(model, args, {}, unravel(state.z), return_deterministic=True)
         record = {k: values[k] for k in names}
         stats = {
@@ -146,7 +145,7 @@ def _run_chain(rng_key, init_params, arrays, hyper, *, structure: Structure, set
     return records, stats
 
 
-def _batched(structure: Structure, settings: MCMCSettings, method: str, report_every: int = 0):
+def _batched(structure: Structure, settings: MCMCSettings, method: str):
     """One jitted program over datasets x chains.
 
     ``method="map"`` (default) runs chains and datasets one after another inside the
@@ -155,10 +154,10 @@ def _batched(structure: Structure, settings: MCMCSettings, method: str, report_e
     on CPU; it can pay off on accelerators.
     """
 
-    def run(keys, inits, arrays, hyper):
+    def run(keys, inits, arrays, hyper, report):
         global TRACE_COUNT
         TRACE_COUNT += 1
-        chain = partial(_run_chain, structure=structure, settings=settings, report_every=report_every)
+        chain = partial(_run_chain, report=report, structure=structure, settings=settings)
         if method == "vmap":
             per_dataset = jax.vmap(chain, in_axes=(0, 0, None, None))
             return jax.vmap(per_dataset)(keys, inits, arrays, hyper)
@@ -177,18 +176,17 @@ def _signature(tree) -> tuple:
     return (treedef, tuple((np.shape(x), np.result_type(x).str) for x in leaves))
 
 
-def compiled_sampler(structure: Structure, settings: MCMCSettings, args, method: str = "map",
-                     report_every: int = 0) -> tuple[object, float]:
+def compiled_sampler(structure: Structure, settings: MCMCSettings, args, method: str = "map") -> tuple[object, float]:
     """The compiled batched sampler for these argument shapes, and the seconds spent
     compiling it now (0.0 when it came from the in-process cache)."""
     if method not in ("map", "vmap"):
         raise ValueError(f"batch method must be 'map' or 'vmap', got {method!r}")
-    key = (structure, settings, method, report_every, _signature(args))
+    key = (structure, settings, method, _signature(args))
     if key in _COMPILED:
         return _COMPILED[key], 0.0
     configure_jax()
     t0 = time.perf_counter()
-    compiled = _batched(structure, settings, method, report_every).lower(*args).compile()
+    compiled = _batched(structure, settings, method).lower(*args).compile()
     seconds = time.perf_counter() - t0
     _COMPILED[key] = compiled
     return compiled, seconds
@@ -218,7 +216,10 @@ def initial_values(data: MelsmData, structure: Structure, rng: np.random.Generat
         "tau": np.log(rng.uniform(0.2, 0.5, (chains, Q))),
     }
     if structure.correlated:
-        init["L_corr"] = np.zeros((chains, Q * (Q - 1) // 2))
+        if Q == 2:
+            init["rho"] = np.zeros(chains)
+        else:
+            init["L_corr"] = np.zeros((chains, Q * (Q - 1) // 2))
     if structure.centered_location:
         match = np.array(structure.loc_match)
         centre = np.where(match >= 0, init["beta"][:, np.maximum(match, 0)], 0.0)  # (chains, Q_loc)
@@ -314,12 +315,12 @@ def fit_batch(
         stack(inits),
         stack(arrays),
         stack([hyper_arrays(d, p) for d, p in zip(datasets, priors_list)]),
+        np.bool_(progress is not None),
     )
     total = len(datasets) * chains * (warmup + draws)
-    report_every = PROGRESS_EVERY if progress is not None else 0
     if progress is not None:
         progress("compiling", 0, total)
-    compiled, compile_s = compiled_sampler(structure, settings, args, batch_method, report_every)
+    compiled, compile_s = compiled_sampler(structure, settings, args, batch_method)
     records, stats, sample_s = _execute(compiled, args, progress, total)
     records = jax.tree_util.tree_map(np.asarray, records)
     stats = jax.tree_util.tree_map(np.asarray, stats)

@@ -173,7 +173,16 @@ def ssmelsm(arrays, hyper, structure: Structure):
     tau = numpyro.sample("tau", dist.ImproperUniform(constraints.positive, (), (Q,)))
     numpyro.factor("tau_prior", jnp.sum(sd_prior_logpdf(tau, hyper["sd_prior"])))
     if structure.correlated:
-        L = numpyro.sample("L_corr", dist.LKJCholesky(Q, hyper["lkj_eta"]))
+        if Q == 2:
+            # one correlation: LKJ(eta) is p(rho) ∝ (1 - rho^2)^(eta - 1) (constant dropped);
+            # a direct site is much cheaper per gradient than the general Cholesky transform
+            rho = numpyro.sample("rho", dist.ImproperUniform(constraints.interval(-1.0, 1.0), (), ()))
+            numpyro.factor("rho_prior", (hyper["lkj_eta"] - 1.0) * jnp.log1p(-rho**2))
+            L = jnp.array([[1.0, 0.0], [0.0, 0.0]]) + jnp.array([[0.0, 0.0], [1.0, 0.0]]) * rho \
+                + jnp.array([[0.0, 0.0], [0.0, 1.0]]) * jnp.sqrt(1.0 - rho**2)
+            numpyro.deterministic("L_corr", L)
+        else:
+            L = numpyro.sample("L_corr", dist.LKJCholesky(Q, hyper["lkj_eta"]))
     else:
         L = jnp.eye(Q)
 

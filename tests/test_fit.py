@@ -178,3 +178,16 @@ def test_ragged_groups_share_one_compiled_program_on_the_sufficient_path():
     assert fitmod.TRACE_COUNT == traces and again[0].compile_s == 0.0  # other sizes, same program
     alone = fit(d2, **SMALL, seed=6, centered_location=True)
     np.testing.assert_allclose(both[1].posterior["tau"].values, alone.posterior["tau"].values, rtol=1e-9)
+
+
+def test_vectorised_batch_method(small):
+    """``batch_method="vmap"`` (vectorised chains and datasets, for accelerators) samples the
+    same posterior: with 600 draws per fit the PIP Monte Carlo SE is below ~0.05, so the two
+    methods' PIPs agree within 0.25 everywhere, and both flag the large effects."""
+    data, truth, res = small
+    vec = fit_batch([data], **SMALL, seeds=[1], batch_method="vmap")[0]
+    assert vec.pip.shape == res.pip.shape
+    assert np.max(np.abs(vec.pip.values - res.pip.values)) < 0.25
+    assert np.all(vec.pip.values[truth.delta, 0] > 0.75)
+    with pytest.raises(ValueError, match="batch method"):
+        fit_batch([data], **SMALL, batch_method="pmap")

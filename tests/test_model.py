@@ -133,3 +133,35 @@ def test_intercept_prior_from_data():
     assert h["eta_sd"][0] == 3.0
     h2 = hyper_arrays(data, Priors(location_intercept_mean=0.0, location_intercept_sd=10.0))
     assert (h2["beta_mean"][0], h2["beta_sd"][0]) == (0.0, 10.0)
+
+
+@pytest.mark.parametrize("eta", [1.0, 2.5, 0.6])
+def test_two_effect_correlation_prior_equals_lkj(eta):
+    """With one location and one scale effect the model samples the correlation directly;
+    its prior must equal numpyro's LKJCholesky(2, eta) up to a constant (the LKJ density of
+    the Cholesky factor is a density of L21 = rho when d = 2)."""
+    import numpyro.distributions as dist
+    from numpyro.handlers import seed, substitute, trace
+
+    rng = np.random.default_rng(0)
+    data = MelsmData.intercepts_only(rng.normal(size=40), np.repeat(np.arange(4), 10))
+    priors = Priors(lkj_eta=eta)
+    s = structure_for(data, priors)
+    assert s.correlated and s.n_random == 2
+    params = {k: v[0] for k, v in initial_values(data, s, rng, 1).items()}
+
+    def lkj(rho):
+        return float(dist.LKJCholesky(2, eta).log_prob(np.array([[1.0, 0.0], [rho, np.sqrt(1 - rho**2)]])))
+
+    def ours(rho):
+        return (eta - 1.0) * np.log1p(-rho**2)
+
+    for a, b in ((-0.7, 0.2), (0.0, 0.9), (0.5, -0.3)):
+        assert ours(a) - ours(b) == pytest.approx(lkj(a) - lkj(b), abs=1e-10)
+    # and the model adds exactly that term
+    for rho in (-0.7, 0.0, 0.9):
+        model = substitute(partial(ssmelsm, structure=s), data={**params, "rho": rho})
+        tr = trace(seed(model, 0)).get_trace(model_arrays(data, s), hyper_arrays(data, priors))
+        assert np.allclose(tr["L_corr"]["value"], [[1, 0], [rho, np.sqrt(1 - rho**2)]])
+        factor = tr["rho_prior"]["fn"].log_prob(tr["rho_prior"]["value"])
+        assert float(np.sum(factor)) == pytest.approx(ours(rho), abs=1e-12)
