@@ -23,7 +23,7 @@ from numpyro.infer.hmc import hmc
 from numpyro.infer.util import constrain_fn, potential_energy
 
 from .data import MelsmData
-from .model import Structure, hyper_arrays, model_arrays, ssmelsm, structure_for
+from .model import Structure, hyper_arrays, intercept_column, model_arrays, ssmelsm, structure_for
 from .priors import Priors
 from .result import FitResult, build_results
 
@@ -206,9 +206,9 @@ def initial_values(data: MelsmData, structure: Structure, rng: np.random.Generat
     resid = data.y - data.X @ beta_ls
     resid_sd = max(float(np.std(resid)), 1e-3)
     eta0 = np.zeros(d["S"])
-    w_int = np.flatnonzero(np.all(data.W == 1.0, axis=0))
-    if w_int.size:
-        eta0[w_int[0]] = np.log(resid_sd)
+    w_int = intercept_column(data.W)
+    if w_int is not None:
+        eta0[w_int] = np.log(resid_sd)
     J, Q = structure.n_groups, structure.n_random
     init = {
         "beta": beta_ls + 0.1 * resid_sd * rng.uniform(-1, 1, (chains, d["P"])),

@@ -68,8 +68,12 @@ class Structure:
 
     @property
     def combos(self) -> np.ndarray:
-        """All ``2^K`` indicator combinations, shape (2^K, K), row 0 = all excluded."""
-        return np.array(list(itertools.product((0.0, 1.0), repeat=self.k_scale)))
+        return indicator_combos(self.k_scale)
+
+
+def indicator_combos(k: int) -> np.ndarray:
+    """All ``2^k`` indicator combinations, shape (2^k, k), row 0 = all excluded."""
+    return np.array(list(itertools.product((0.0, 1.0), repeat=k)))
 
 
 def structure_for(data: MelsmData, priors: Priors, *, sufficient: bool | None = None,
@@ -122,7 +126,7 @@ def hyper_arrays(data: MelsmData, priors: Priors) -> dict[str, np.ndarray]:
     y_mean, y_sd = float(np.mean(data.y)), float(np.std(data.y, ddof=1))
     beta_mean = np.zeros(d["P"])
     beta_sd = np.full(d["P"], priors.location_fixed_sd)
-    intercept = _intercept_column(data.X)
+    intercept = intercept_column(data.X)
     if intercept is not None:
         beta_mean[intercept] = y_mean if priors.location_intercept_mean is None else priors.location_intercept_mean
         beta_sd[intercept] = 3.0 * y_sd if priors.location_intercept_sd is None else priors.location_intercept_sd
@@ -138,7 +142,8 @@ def hyper_arrays(data: MelsmData, priors: Priors) -> dict[str, np.ndarray]:
     }
 
 
-def _intercept_column(M: np.ndarray) -> int | None:
+def intercept_column(M: np.ndarray) -> int | None:
+    """Index of the first all-ones column of a design matrix, or None."""
     ones = np.flatnonzero(np.all(M == 1.0, axis=0))
     return int(ones[0]) if ones.size else None
 
@@ -254,7 +259,7 @@ def pointwise_loglik(data: MelsmData, draws: dict, rng_key) -> np.ndarray:
     ``draws`` hold arrays with leading (chain, draw) dims: beta, eta, u, t, combo_prob.
     Returns (chain, draw, N).
     """
-    combos = jnp.asarray(list(itertools.product((0.0, 1.0), repeat=data.dims["K"])))
+    combos = jnp.asarray(indicator_combos(data.dims["K"]))
     g = jnp.asarray(data.group)
     y, X, Zl, W, Zs = (jnp.asarray(a) for a in (data.y, data.X, data.Z_loc, data.W, data.Z_scale))
 

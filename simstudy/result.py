@@ -12,6 +12,7 @@ import pandas as pd
 import xarray as xr
 
 from .data import MelsmData
+from .model import indicator_combos
 from .priors import Priors, bayes_factor
 
 #: convergence rule shared by fits and the grid: R-hat of every hyperparameter below this
@@ -180,7 +181,7 @@ def _dims(data: MelsmData) -> tuple[dict, dict]:
         "random_effect": re_names,
         "random_effect_bis": re_names,
     }
-    combos = ["".join(str(int(c)) for c in row) for row in _combos(data.dims["K"])]
+    combos = ["".join(str(int(c)) for c in row) for row in indicator_combos(data.dims["K"])]
     coords["combo"] = combos
     dims = {
         "beta": ["location_fixed"],
@@ -196,11 +197,6 @@ def _dims(data: MelsmData) -> tuple[dict, dict]:
     }
     return dims, coords
 
-
-def _combos(k: int) -> np.ndarray:
-    import itertools
-
-    return np.array(list(itertools.product((0, 1), repeat=k)))
 
 
 def _posterior_dict(records: dict, i: int) -> dict:
