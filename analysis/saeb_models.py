@@ -73,9 +73,9 @@ def _md_table(df, floatfmt: str = ".3f", index: bool = True) -> str:
 def fit_one(name: str, df, *, chains: int, warmup: int, draws: int, seed: int, threshold: float, out: Path,
             plots: bool, console):
     """Fit one model, print its summary, write its fit directory; return (fit, loo, record)."""
-    from simstudy.api import fit_formula
-    from simstudy.compare import PARETO_K_BAD, loo_of
-    from simstudy.fitting_cli import print_summary, write_fit_dir
+    from simstudy.realdata.fit_formula import fit_formula
+    from simstudy.realdata.compare import PARETO_K_BAD, loo_of
+    from simstudy.realdata.commands import print_summary, write_fit_dir
 
     location, scale = MODELS[name]
     t0 = time.perf_counter()
@@ -192,9 +192,9 @@ def main(
     import pandas as pd
     from rich.console import Console
 
-    from simstudy.compare import compare_fits, elpd_difference
+    from simstudy.realdata.compare import compare_fits, elpd_difference
     from simstudy.datasets import add_saeb_predictors, load_saeb
-    from simstudy.fitting_cli import print_compare
+    from simstudy.realdata.commands import print_compare
 
     names = [m.strip().upper() for m in models.split(",") if m.strip()]
     unknown = [m for m in names if m not in MODELS]

@@ -20,8 +20,8 @@ os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_
 
 import numpy as np  # noqa: E402
 
-from simstudy.fit import fit, fit_batch  # noqa: E402
-from simstudy.generate import GeneratorSpec, generate  # noqa: E402
+from simstudy.model.sampler import fit, fit_batch  # noqa: E402
+from simstudy.study.generate import GeneratorSpec, generate  # noqa: E402
 
 SPEC = GeneratorSpec(n_groups=160, group_size=71, share_inconsistent=0.1, slab_sd=0.668, tau_u=0.33, eta0=-0.25)
 

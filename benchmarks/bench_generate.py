@@ -10,7 +10,7 @@ import statistics
 import time
 import warnings
 
-from simstudy.generate import GeneratorSpec, generate
+from simstudy.study.generate import GeneratorSpec, generate
 
 CASES = {
     "J=300 n=150 intercepts only": GeneratorSpec(n_groups=300, group_size=150),

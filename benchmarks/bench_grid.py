@@ -31,7 +31,7 @@ import time
 import warnings
 from pathlib import Path
 
-from simstudy.runner import worker_env
+from simstudy.study.runner import worker_env
 
 os.environ.update(worker_env())  # before JAX starts: the workers' settings for the direct run too
 
@@ -67,8 +67,8 @@ def peak_rss_mb() -> float:
 
 def direct(design) -> dict:
     """fit_batch on every task's block, in this process, after a warm-up compile."""
-    from simstudy.generate import generate
-    from simstudy.runner import fit_block, fit_seed
+    from simstudy.study.generate import generate
+    from simstudy.study.runner import fit_block, fit_seed
 
     tasks = design.tasks()
     t = tasks[0]
@@ -94,7 +94,7 @@ def direct(design) -> dict:
 
 
 def grid(design, store: Path, workers: int) -> dict:
-    from simstudy.runner import _client_for, run_study
+    from simstudy.study.runner import _client_for, run_study
 
     def worker_rss():
         import resource as r
@@ -150,7 +150,7 @@ def main() -> None:
     args = parser.parse_args()
     warnings.filterwarnings("ignore", message=r".*single observation")  # Saeb sizes include 1-student schools
 
-    from simstudy.design import parse_design
+    from simstudy.study.design import parse_design
 
     design = parse_design(DESIGN.format(replicates=args.replicates, block_size=args.block_size, chains=args.chains,
                                         warmup=args.warmup, draws=args.draws, size_dist=args.size_dist),

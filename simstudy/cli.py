@@ -1,4 +1,4 @@
-"""Command line: ``simstudy run / status / summarize / plot / fit / compare / generate``.
+"""Command line: ``simstudy run / status / summarize / plot / report / fit / compare / generate``.
 
 Each command parses its options and delegates to one function of the module that owns the
 work; heavy imports happen inside the commands so ``simstudy --help`` is instant.
@@ -34,9 +34,9 @@ def run(
     progress: bool = typer.Option(True, help="show a progress bar"),
 ):
     """Run (or resume) a study design into a results store."""
-    from .design import DesignError
-    from .runner import run_study
-    from .store import StoreError
+    from .study.design import DesignError
+    from .study.runner import run_study
+    from .study.store import StoreError
 
     if workers is not None and workers < 1:
         _fail(f"--workers must be at least 1, got {workers}")
@@ -52,8 +52,8 @@ def run(
 @app.command()
 def status(store: Path = typer.Argument(..., help="results store")):
     """Show how far a study has got: tasks done, failed, pending."""
-    from .runner import print_status
-    from .store import StoreError
+    from .study.runner import print_status
+    from .study.store import StoreError
 
     try:
         print_status(store)
@@ -85,7 +85,7 @@ def summarize(
     converged_only: bool = typer.Option(False, "--converged-only", help="use only fits with status ok"),
 ):
     """Cell-level summary (classification, calibration, estimation, runtime) with MCSEs."""
-    from .metrics import summarize_cli
+    from .evaluate import summarize_cli
 
     _on_store(summarize_cli, store, rule, (ValueError,), threshold=threshold, out=out, bf=bf,
               converged_only=converged_only)
@@ -105,10 +105,30 @@ def plot(
     converged_only: bool = typer.Option(False, "--converged-only", help="use only fits with status ok"),
 ):
     """Sensitivity, reliability and runtime figures from a results store."""
-    from .plots import plot_cli
+    from .evaluate.plots import plot_cli
 
     _on_store(plot_cli, store, rule, (ValueError, KeyError), out=out, threshold=threshold, metrics=metric or None,
               x=x, hue=hue, row=row, col=col, converged_only=converged_only)
+
+
+@app.command()
+def report(
+    store: Path = typer.Argument(..., help="results store"),
+    out: Path = typer.Option(Path("report"), help="output folder: report.md, figures/, tables/"),
+    threshold: float = typer.Option(0.75, help="PIP threshold for flagging (rule pip)"),
+    rule: str = typer.Option("pip", help="pip: flag PIP >= threshold; bf: flag BF10 >= --bf with each cell's pi"),
+    bf: float = typer.Option(3.0, help="Bayes-factor threshold of the bf rule"),
+    converged_only: bool = typer.Option(False, "--converged-only", help="use only fits with status ok"),
+    figures: bool = typer.Option(True, help="also draw every figure (PNG + PDF)"),
+):
+    """The Markdown sensitivity report of a results store, with its tables and figures."""
+    from .evaluate.report import build_report
+
+    def command(path, rule, **options):
+        typer.echo(f"wrote {build_report(path, out, rule=rule, **options)}")
+
+    _on_store(command, store, rule, (ValueError, KeyError), threshold=threshold, bf=bf,
+              converged_only=converged_only, figures=figures)
 
 
 # --------------------------------------------------------------------------- single fits
@@ -130,7 +150,7 @@ def fit_cmd(
     dropna: bool = typer.Option(False, "--dropna", help="drop rows with missing values in used columns"),
 ):
     """Fit the SS-MELSM to a CSV file with mixed-model formulas and print the summary."""
-    from .fitting_cli import fit_command
+    from .realdata.commands import fit_command
 
     fit_command(
         data, location=location, scale=scale, pi=pi, scale_sd=scale_sd, location_sd=location_sd,
@@ -142,7 +162,7 @@ def fit_cmd(
 @app.command()
 def compare(fits: list[Path] = typer.Argument(..., help="fit directories written by `simstudy fit --out`")):
     """PSIS-LOO comparison of saved fits (ArviZ's compare table)."""
-    from .fitting_cli import compare_command
+    from .realdata.commands import compare_command
 
     compare_command(fits)
 
@@ -157,7 +177,7 @@ def generate(
     """Generate one MELSM dataset with known truth and write it as CSV (e.g. for ivd)."""
     import tomllib
 
-    from .generate import SpecError, generate as generate_data, spec_from_dict, write_csv
+    from .study.generate import SpecError, generate as generate_data, spec_from_dict, write_csv
 
     values: dict = {}
     if spec is not None:

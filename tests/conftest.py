@@ -22,13 +22,13 @@ def root() -> pathlib.Path:
 
 @pytest.fixture(scope="session")
 def fit_data(tmp_path_factory):
-    """Builder of the small data set for single fits (tests/test_fitting_cli.py and
-    tests/test_fitplots.py use the same shape, so the sampler compiles once):
+    """Builder of the small data set for single fits (tests/test_realdata_commands.py and
+    tests/test_realdata_plots.py use the same shape, so the sampler compiles once):
     ``fit_data(n_groups, group_size)`` -> data.csv (group, y, x_within, x_between) as
     written by ``write_csv`` and read back."""
     import pandas as pd
 
-    from simstudy.generate import GeneratorSpec, generate, write_csv
+    from simstudy.study.generate import GeneratorSpec, generate, write_csv
 
     def build(n_groups: int, group_size: int) -> pd.DataFrame:
         d = tmp_path_factory.mktemp("fitdata")

@@ -6,7 +6,7 @@ import pandas as pd
 from typer.testing import CliRunner
 
 from simstudy.cli import app
-from simstudy.generate import GeneratorSpec, generate
+from simstudy.study.generate import GeneratorSpec, generate
 
 runner = CliRunner()
 

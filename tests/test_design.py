@@ -1,4 +1,4 @@
-"""Tests of simstudy.design: validation, expansion, stable ids, seeds, hashing, tasks."""
+"""Tests of simstudy.study.design: validation, expansion, stable ids, seeds, hashing, tasks."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from simstudy.design import (
+from simstudy.study.design import (
     SETTINGS,
     DesignError,
     compare_designs,
@@ -230,14 +230,14 @@ def test_many_problems_in_one_error():
 
 
 def test_defaults_match_generator_spec_and_priors():
-    from simstudy.priors import Priors
+    from simstudy.model.priors import Priors
 
     pri = {f.name: f.default for f in dataclasses.fields(Priors) if f.default is not dataclasses.MISSING}
     pri.update({f.name: str(f.default_factory()) for f in dataclasses.fields(Priors) if f.default_factory is not dataclasses.MISSING})
     for s in SETTINGS.values():
         if s.namespace == "model":
             assert s.default == pri[s.field], s.name
-    generate = pytest.importorskip("simstudy.generate")
+    generate = pytest.importorskip("simstudy.study.generate")
     gen = {f.name: f.default for f in dataclasses.fields(generate.GeneratorSpec)}
     mine = {s.field: s.default for s in SETTINGS.values() if s.namespace == "generator"}
     assert mine == gen

@@ -1,4 +1,4 @@
-"""Tests for simstudy.generate: determinism, exact truth, distributional checks (tolerances
+"""Tests for simstudy.study.generate: determinism, exact truth, distributional checks (tolerances
 are ~5 Monte Carlo standard errors, the SE written next to each), validation and CSV export."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from scipy.special import digamma, polygamma
 
-from simstudy.data import MelsmData
-from simstudy.generate import (
+from simstudy.model.data import MelsmData
+from simstudy.study.generate import (
     GeneratorSpec,
     SpecError,
     Truth,

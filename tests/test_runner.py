@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import zarr
 
-from simstudy.design import parse_design
-from simstudy.scoring import SCHEMA
-from simstudy.store import completion, open_results
+from simstudy.study.design import parse_design
+from simstudy.study.scoring import SCHEMA
+from simstudy.study.store import completion, open_results
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMING = ("sample_s", "compile_s")
@@ -72,7 +72,7 @@ def design_file(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def reference(design_file, tmp_path_factory):
     """One uninterrupted run on 2 worker processes, shared by the tests below."""
-    from simstudy.runner import run_study
+    from simstudy.study.runner import run_study
 
     store = tmp_path_factory.mktemp("ref") / "ref.zarr"
     summary = run_study(design_file, store, workers=2, progress=False)
@@ -107,7 +107,7 @@ def test_store_complete(reference, design_file):
 
 
 def test_resume_skips_done_tasks(reference, design_file, tmp_path):
-    from simstudy.runner import run_study
+    from simstudy.study.runner import run_study
 
     store, _ = reference
     again = run_study(design_file, store, workers=2, progress=False)
@@ -161,7 +161,7 @@ def test_kill_worker_and_client_then_resume(reference, design_file, tmp_path):
     exactly the numbers of the uninterrupted run."""
     import psutil
 
-    from simstudy.runner import run_study
+    from simstudy.study.runner import run_study
 
     ref_store, _ = reference
     store = tmp_path / "killed.zarr"
@@ -201,7 +201,7 @@ def test_kill_worker_and_client_then_resume(reference, design_file, tmp_path):
 
 
 def test_same_numbers_on_one_worker(reference, design_file, tmp_path):
-    from simstudy.runner import run_study
+    from simstudy.study.runner import run_study
 
     ref_store, _ = reference
     store = tmp_path / "one.zarr"
@@ -239,12 +239,12 @@ def test_error_capture_and_retry_failed(tmp_path, monkeypatch):
     be injected with monkeypatch.)"""
     from distributed import Client, LocalCluster
 
-    import simstudy.generate
-    from simstudy.runner import run_study
+    import simstudy.study.generate
+    from simstudy.study.runner import run_study
 
     design = write_design(tmp_path / "errors.toml", SMALL)
     store = tmp_path / "errors.zarr"
-    real_generate = simstudy.generate.generate
+    real_generate = simstudy.study.generate.generate
 
     def flaky(spec, seed):
         if spec.share_inconsistent == 0.3:
@@ -253,7 +253,7 @@ def test_error_capture_and_retry_failed(tmp_path, monkeypatch):
 
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as lc, \
             Client(lc) as client:
-        monkeypatch.setattr(simstudy.generate, "generate", flaky)
+        monkeypatch.setattr(simstudy.study.generate, "generate", flaky)
         first = run_study(design, store, client=client, progress=False)
         assert first.tasks_run == 2 and first.fits_failed == 2
         assert any("injected failure" in e for e in first.errors)
@@ -271,7 +271,7 @@ def test_error_capture_and_retry_failed(tmp_path, monkeypatch):
         # without --retry-failed a rerun has nothing to do
         assert run_study(design, store, client=client, progress=False).tasks_run == 0
 
-        monkeypatch.setattr(simstudy.generate, "generate", real_generate)
+        monkeypatch.setattr(simstudy.study.generate, "generate", real_generate)
         retried = run_study(design, store, client=client, retry_failed=True, progress=False)
         assert retried.tasks_run == 1 and retried.fits_failed == 0
         ds2 = open_results(store).load()
@@ -282,8 +282,8 @@ def test_error_capture_and_retry_failed(tmp_path, monkeypatch):
 
 def test_client_side_failure_is_recorded(tmp_path):
     """A task that dies with its worker (KilledWorker) is stored as failed by the client."""
-    from simstudy.runner import _record_client_side_failure
-    from simstudy.store import create_or_open
+    from simstudy.study.runner import _record_client_side_failure
+    from simstudy.study.store import create_or_open
 
     design = parse_design(SMALL, source="errors.toml")
     info = create_or_open(tmp_path / "k.zarr", design)
@@ -313,9 +313,9 @@ def test_cli_status_and_run(reference, design_file):
 def test_batch_composition_does_not_change_results():
     """A replicate's fit is the same whether it is fitted alone or within a block (so
     blocks could be re-cut without changing any number)."""
-    from simstudy.fit import fit_batch
-    from simstudy.generate import generate
-    from simstudy.runner import fit_seed
+    from simstudy.model.sampler import fit_batch
+    from simstudy.study.generate import generate
+    from simstudy.study.runner import fit_seed
 
     design = parse_design(SMALL, source="errors.toml")
     task = design.tasks()[0]
@@ -334,7 +334,7 @@ def test_extended_design_runs_only_new_cells_and_replicates(reference, tmp_path)
     """Adding a level and replicates grows the store in place; old results are untouched."""
     import shutil
 
-    from simstudy.runner import run_study
+    from simstudy.study.runner import run_study
 
     ref_store, _ = reference
     store = tmp_path / "grown.zarr"

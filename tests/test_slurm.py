@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from simstudy.scoring import SCHEMA
-from simstudy.store import open_results
+from simstudy.study.scoring import SCHEMA
+from simstudy.study.store import open_results
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "designs" / "smoke.toml"
@@ -65,7 +65,7 @@ def slurm():
 
 
 def test_smoke_design_on_slurm_equals_local(slurm, tmp_path, monkeypatch):
-    from simstudy.runner import run_study
+    from simstudy.study.runner import run_study
 
     # the user's Dask config overrides cluster/jobqueue.yaml: keep worker logs out of the checkout
     monkeypatch.setenv("DASK_JOBQUEUE__SLURM__LOG_DIRECTORY", str(tmp_path / "dask-logs"))

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import zarr
 
-from simstudy.design import DesignError, parse_design
-from simstudy.scoring import ERROR_MAX, SCHEMA, failed_record, stack_records
-from simstudy.store import (
+from simstudy.study.design import DesignError, parse_design
+from simstudy.study.scoring import ERROR_MAX, SCHEMA, failed_record, stack_records
+from simstudy.study.store import (
     StoreError,
     completion,
     create_or_open,

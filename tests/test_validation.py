@@ -13,11 +13,11 @@ from numpyro.distributions import constraints
 from numpyro.infer import MCMC, NUTS, DiscreteHMCGibbs
 from scipy import stats
 
-from simstudy.data import MelsmData
-from simstudy.fit import fit, fit_batch
-from simstudy.generate import GeneratorSpec, generate
-from simstudy.model import sd_prior_logpdf
-from simstudy.priors import Priors
+from simstudy.model.data import MelsmData
+from simstudy.model.sampler import fit, fit_batch
+from simstudy.study.generate import GeneratorSpec, generate
+from simstudy.model.ssmelsm import sd_prior_logpdf
+from simstudy.model.priors import Priors
 
 
 def discrete_ssmelsm(y, g, J, y_mean, y_sd, pi):

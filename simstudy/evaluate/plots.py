@@ -1,4 +1,4 @@
-"""Figures of a simulation study (PNG + PDF), drawn from :mod:`simstudy.metrics` output.
+"""Figures of a simulation study (PNG + PDF), drawn from :mod:`simstudy.evaluate` output.
 
 * :func:`plot_sensitivity`: one cell metric (TPR, FPR, F1, MCC, AUC, ECE, runtime, ...)
   against a factor on x, another factor as hue, two more as facet rows/columns, with
@@ -10,7 +10,7 @@
 * :func:`plot_runtime`: seconds per fit (sampling, compilation) and ESS per second vs J and n.
 * :func:`plot_all` / :func:`plot_cli`: every figure of a results store into a folder.
 
-Single-fit figures (PIP, funnel, outcome plots) live in ``simstudy.fitplots``.
+Single-fit figures (PIP, funnel, outcome plots) live in ``simstudy.realdata.plots``.
 """
 
 from __future__ import annotations
@@ -29,7 +29,20 @@ import numpy as np  # noqa: E402
 import seaborn as sns  # noqa: E402
 import xarray as xr  # noqa: E402
 
-from . import metrics as M  # noqa: E402
+import simstudy.evaluate as M  # noqa: E402
+from .fits import _crg  # noqa: E402
+from .labels import (  # noqa: E402
+    _REFERENCE,
+    DEFAULT_METRICS,
+    METRIC_LABELS,
+    PRETTY,
+    SYMBOLS,
+    _is_unit,
+    _level_text,
+    format_level,
+    metric_label,
+    pretty,
+)
 
 __all__ = [
     "PRETTY",
@@ -48,159 +61,6 @@ __all__ = [
     "plot_all",
     "plot_cli",
 ]
-
-#: factor names spelled out for axis labels, legends and reports
-PRETTY: dict[str, str] = {
-    "n_groups": "Number of groups J",
-    "group_size": "Group size n",
-    "share_inconsistent": "Share of inconsistent groups",
-    "slab_sd": "Slab SD",
-    "pi": "Prior inclusion probability π",
-    "scale_sd": "Prior on scale RE SD",
-    "location_sd": "Prior on location RE SD",
-    "lkj_eta": "LKJ prior η",
-    "correlated": "Correlated random effects",
-    "location_fixed_sd": "Prior SD of location fixed effects",
-    "scale_fixed_sd": "Prior SD of scale fixed effects",
-    "size_dist": "Group-size distribution",
-    "size_min": "Smallest group size",
-    "size_max": "Largest group size",
-    "gamma0": "Location intercept γ₀",
-    "tau_u": "Location RE SD τ_u",
-    "eta0": "Scale intercept η₀",
-    "count_mode": "Count of inconsistent groups",
-    "effect": "Scale-effect distribution",
-    "magnitude": "Scale-effect magnitude |t|",
-    "direction": "Scale-effect direction",
-    "rho": "Location–scale correlation ρ",
-    "covariates": "Covariates",
-    "mode": "Generating mode",
-    "prior_pi": "Generating inclusion probability",
-    "prior_location_sd": "Generating location RE SD prior",
-    "prior_scale_sd": "Generating scale RE SD prior",
-    "chains": "Chains",
-    "warmup": "Warm-up iterations",
-    "draws": "Draws per chain",
-    "target_accept": "Target acceptance rate",
-    "max_tree_depth": "Maximum tree depth",
-    "cell_label": "Cell",
-}
-
-#: short symbols for legends and facet titles ("J = 50")
-SYMBOLS: dict[str, str] = {
-    "n_groups": "J",
-    "group_size": "n",
-    "share_inconsistent": "share inconsistent",
-    "slab_sd": "slab SD",
-    "pi": "π",
-    "scale_sd": "scale-SD prior",
-    "location_sd": "location-SD prior",
-    "lkj_eta": "LKJ η",
-    "gamma0": "γ₀",
-    "tau_u": "τ_u",
-    "eta0": "η₀",
-    "rho": "ρ",
-    "magnitude": "|t|",
-}
-
-_PARAM_SYMBOLS = {"tau_t": "τ_t", "tau_u": "τ_u", "eta0": "η₀", "gamma0": "γ₀", "rho": "ρ"}
-
-#: axis labels (with units) of cell metrics
-METRIC_LABELS: dict[str, str] = {
-    "tpr": "True positive rate (sensitivity)",
-    "fpr": "False positive rate",
-    "tnr": "True negative rate (specificity)",
-    "precision": "Precision",
-    "fdr": "False discovery rate",
-    "f1": "F1 score",
-    "mcc": "Matthews correlation coefficient",
-    "fwer": "P(at least one false flag)",
-    "tpr_more_variable": "TPR, more variable groups",
-    "tpr_more_consistent": "TPR, more consistent groups",
-    "roc_auc": "ROC AUC",
-    "pr_auc": "PR AUC (average precision)",
-    "ece": "Expected calibration error",
-    "ece_mass": "ECE (equal-mass bins)",
-    "ece_null": "ECE floor under perfect calibration",
-    "brier": "Brier score",
-    "brier_reliability": "Brier reliability term",
-    "brier_resolution": "Brier resolution term",
-    "sample_s": "Sampling time per fit (s)",
-    "compile_s": "Compilation time per fit (s)",
-    "total_s": "Time per fit (s)",
-    "ess_per_s_tau_t": "Bulk ESS of τ_t per second (1/s)",
-    "ess_min_per_s": "Smallest bulk ESS per second (1/s)",
-    "share_rhat_high": "Share of fits with R-hat > 1.01",
-    "share_divergent": "Share of fits with divergences",
-    "divergences_mean": "Divergent transitions per fit",
-}
-_STAT_LABELS = {
-    "bias": "Bias of {p}",
-    "empse": "Empirical SE of {p}",
-    "rmse": "RMSE of {p}",
-    "mse": "MSE of {p}",
-    "coverage": "Coverage of the 90% interval for {p}",
-}
-_UNIT_INTERVAL = {
-    "tpr", "fpr", "tnr", "precision", "fdr", "f1", "fwer", "tpr_more_variable", "tpr_more_consistent",
-    "roc_auc", "pr_auc", "share_rhat_high", "share_divergent",
-}  # fmt: skip
-_REFERENCE = {"roc_auc": 0.5, "mcc": 0.0}
-
-#: metrics drawn by :func:`plot_all` (those present with a finite value)
-DEFAULT_METRICS = (
-    "tpr",
-    "fpr",
-    "fwer",
-    "precision",
-    "f1",
-    "mcc",
-    "roc_auc",
-    "pr_auc",
-    "ece",
-    "brier",
-    "tau_t_bias",
-    "tau_t_coverage",
-    "sample_s",
-)
-
-
-# ============================================================================ labels
-def pretty(name: str) -> str:
-    """A factor's name spelled out ("n_groups" -> "Number of groups J")."""
-    if name in PRETTY:
-        return PRETTY[name]
-    return name.replace("_", " ").capitalize()
-
-
-def metric_label(metric: str) -> str:
-    """Axis label of a cell metric (``tau_t_bias`` -> "Bias of τ_t")."""
-    if metric in METRIC_LABELS:
-        return METRIC_LABELS[metric]
-    for p, sym in _PARAM_SYMBOLS.items():
-        for stat, fmt in _STAT_LABELS.items():
-            if metric == f"{p}_{stat}":
-                return fmt.format(p=sym)
-    return metric.replace("_", " ").capitalize()
-
-
-def _level_text(value) -> str:
-    if isinstance(value, (float, np.floating)):
-        return f"{float(value):g}"
-    if isinstance(value, str):
-        return re.sub(r"half_(\w)", r"half-\1", value)  # "half_t(3, 1)" -> "half-t(3, 1)"
-    return str(value)
-
-
-def format_level(name: str, value) -> str:
-    """"J = 50", "π = 0.25", "scale-SD prior = half-t(3, 1)"."""
-    sym = SYMBOLS.get(name, pretty(name).lower() if name not in PRETTY else pretty(name))
-    return f"{sym} = {_level_text(value)}"
-
-
-def _is_unit(metric: str) -> bool:
-    return metric in _UNIT_INTERVAL or metric.endswith("_coverage")
-
 
 # ============================================================================ roles
 def default_roles(
@@ -638,9 +498,9 @@ def plot_all(
             name = f"sensitivity_{metric}" + (f"_{_slug(fixed)}" if fixed else "")
             paths += save_figure(fig, out, name, formats)
     ds_loaded = ds[[v for v in ("pip", "delta_true", "status", "done") if v in ds]].load()
-    if np.isfinite(M._crg(ds_loaded, "pip")).any():
+    if np.isfinite(_crg(ds_loaded, "pip")).any():
         paths += save_figure(plot_reliability(ds_loaded, converged_only=converged_only), out, "reliability", formats)
-        y = M._crg(ds_loaded, "delta_true")
+        y = _crg(ds_loaded, "delta_true")
         if (y > 0.5).any() and (y < 0.5).any():
             paths += save_figure(plot_roc(ds_loaded, converged_only=converged_only), out, "roc", formats)
     if "sample_s" in summary and np.isfinite(np.asarray(summary["sample_s"].values, float)).any():

@@ -1,6 +1,7 @@
 """Sensitivity report of a results store: figures, CSV tables and a Markdown summary.
 
-    python analysis/sensitivity_report.py STORE --out report/
+    simstudy report STORE --out report/        (or: python analysis/sensitivity_report.py ...)
+    from simstudy.evaluate.report import build_report
 
 writes into ``report/``:
 
@@ -8,7 +9,7 @@ writes into ``report/``:
   sentences on how TPR, FPR, the family-wise false-flag rate, ROC AUC and calibration (ECE,
   Brier score) move with it, each value with its Monte Carlo SE; cell tables; estimation of
   the hyperparameters; runtime and sampling quality; the BF >= 3 rule for comparison;
-* ``figures/``: every study figure (PNG + PDF) of :func:`simstudy.plots.plot_all`;
+* ``figures/``: every study figure (PNG + PDF) of :func:`simstudy.evaluate.plots.plot_all`;
 * ``tables/``: ``summary.csv`` (every cell metric with MCSE), ``summary_bf.csv`` (flagging by
   BF >= 3), ``marginals.csv`` (each metric averaged per factor level), ``reliability.csv``
   and ``roc_curves.csv``.
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -28,13 +28,9 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-try:
-    from simstudy import metrics as M
-    from simstudy import plots as P
-except ImportError:  # run from a checkout without installing
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from simstudy import metrics as M
-    from simstudy import plots as P
+import simstudy.evaluate as M
+
+from . import plots as P
 
 #: metrics described factor by factor (name in sentences, summary variable)
 TREND_METRICS = [
@@ -280,7 +276,6 @@ def build_report(
     metric_names = [m for _, m in TREND_METRICS] + ["precision", "f1", "mcc", "pr_auc", "ece_mass", "tau_t_bias", "tau_t_coverage", "sample_s"]
     marginals_table(summary, metric_names).to_csv(out / "tables" / "marginals.csv", index=False)
     small = ds[[v for v in ("pip", "delta_true", "status", "done") if v in ds]].load()
-    panel = factors[0] if factors else None
     by = [f for f in factors[:2]]
     M.reliability_table(small, by=by or None, converged_only=converged_only).to_csv(out / "tables" / "reliability.csv", index=False)
     M.pooled_curves(small, "roc", by=by or None, converged_only=converged_only).to_csv(out / "tables" / "roc_curves.csv", index=False)
@@ -465,7 +460,3 @@ def main(argv=None) -> int:
     )
     print(f"wrote {path}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

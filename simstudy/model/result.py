@@ -12,7 +12,7 @@ import pandas as pd
 import xarray as xr
 
 from .data import MelsmData
-from .model import indicator_combos
+from .ssmelsm import indicator_combos
 from .priors import Priors, bayes_factor
 
 #: convergence rule shared by fits and the grid: R-hat of every hyperparameter below this
@@ -131,7 +131,7 @@ class FitResult:
         """Add the pointwise log-likelihood (per observation, ivd's definition) to ``tree``."""
         import jax
 
-        from .model import pointwise_loglik
+        from .ssmelsm import pointwise_loglik
 
         if "log_likelihood" in self.tree.children:
             return self.tree

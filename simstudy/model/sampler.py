@@ -23,7 +23,7 @@ from numpyro.infer.hmc import hmc
 from numpyro.infer.util import constrain_fn, potential_energy
 
 from .data import MelsmData
-from .model import Structure, hyper_arrays, intercept_column, model_arrays, ssmelsm, structure_for
+from .ssmelsm import Structure, hyper_arrays, intercept_column, model_arrays, ssmelsm, structure_for
 from .priors import Priors
 from .result import FitResult, build_results
 

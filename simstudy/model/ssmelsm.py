@@ -19,7 +19,7 @@ and the full-conditional probabilities ``Pr(delta_jk = 1 | y, everything else)``
 the deterministic site ``incl_prob``; their posterior mean is the Rao-Blackwellised PIP.
 
 Two exactly equivalent likelihood paths: per-group sufficient statistics when the scale
-design is constant within groups (cost O(J), see :class:`simstudy.data.GroupStats`), else
+design is constant within groups (cost O(J), see :class:`simstudy.model.data.GroupStats`), else
 per observation (cost O(N 2^K)).
 
 Every prior *value* (pi, SD-prior family and parameters, LKJ eta, fixed-effect prior means

@@ -18,7 +18,7 @@ printed, ivd-style summary of a fit.
    ``outcome.png``.
 
 ``simstudy compare DIR1 DIR2 ...`` reads ``posterior.nc`` from each directory and prints the
-PSIS-LOO comparison (:func:`simstudy.compare.compare_fits`).
+PSIS-LOO comparison (:func:`simstudy.realdata.compare.compare_fits`).
 """
 
 from __future__ import annotations
@@ -147,7 +147,7 @@ def flagged_groups(fit, threshold: float = 0.75) -> pd.DataFrame:
 
 def print_summary(fit, threshold: float = 0.75, *, console=None, loo=None, waic=None, ic: bool = True,
                   ci_prob: float = 0.95, title: str | None = None) -> None:
-    """Print an ivd-style summary of a :class:`~simstudy.result.FitResult` with rich tables.
+    """Print an ivd-style summary of a :class:`~simstudy.model.result.FitResult` with rich tables.
 
     ``loo`` / ``waic``: precomputed results (``az.loo`` output / ``fit.waic()``); with
     ``ic=True`` and none given they are computed here (adds the log-likelihood to the fit).
@@ -317,7 +317,7 @@ def fit_info(fit, *, threshold: float, loo=None, waic=None, data_file=None, extr
     import jax
     import numpyro
 
-    from . import __version__
+    from .. import __version__
     from .compare import PARETO_K_BAD
 
     meta = fit.data.meta or {}
@@ -408,7 +408,7 @@ def write_fit_dir(fit, out, *, threshold: float = 0.75, plots: bool = False, loo
         _summary_csv_table(fit).to_csv(tmp / "summary.csv")
         written["summary"] = "summary.csv"
         if plots:
-            from .fitplots import save_fit_plots
+            from .plots import save_fit_plots
 
             for name, path in save_fit_plots(fit, tmp, threshold).items():
                 written[name] = path.name
@@ -459,13 +459,13 @@ def fit_command(
     """``simstudy fit``: validate everything, fit, print the summary, write ``--out``.
 
     Invalid input -> ``error: ...`` on stderr and ``typer.Exit(2)`` before anything is fitted
-    or written. Returns the :class:`~simstudy.result.FitResult`."""
+    or written. Returns the :class:`~simstudy.model.result.FitResult`."""
 
-    from .api import fitting_progress, make_priors
-    from .data import DataError
-    from .fit import MCMCSettings
+    from .fit_formula import fitting_progress, make_priors
+    from ..model.data import DataError
+    from ..model.sampler import MCMCSettings
     from .formula import FormulaError, melsm_data_from_formulas
-    from .priors import PriorError
+    from ..model.priors import PriorError
 
     console = console or _console()
     # ------------------------------------------------------------ validate (nothing written)
@@ -495,7 +495,7 @@ def fit_command(
 
     # ------------------------------------------------------------ fit
     from .compare import loo_of
-    from .fit import fit as fit_data
+    from ..model.sampler import fit as fit_data
 
     t0 = time.perf_counter()
     try:
@@ -549,7 +549,7 @@ def load_fit_dir(path):
 
 
 def print_compare(table: pd.DataFrame, console=None, title: str = "PSIS-LOO model comparison") -> None:
-    """Print a :func:`simstudy.compare.compare_fits` table with rich."""
+    """Print a :func:`simstudy.realdata.compare.compare_fits` table with rich."""
     from rich import box
     from rich.table import Table
 

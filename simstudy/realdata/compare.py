@@ -2,7 +2,7 @@
 
 Each fit needs the pointwise log-likelihood (``log_likelihood`` group of its DataTree, ivd's
 definition: per observation, with each group's spike-and-slab indicators drawn from their
-full conditional in every draw). :class:`~simstudy.result.FitResult` objects get it on
+full conditional in every draw). :class:`~simstudy.model.result.FitResult` objects get it on
 demand; DataTrees read from ``posterior.nc`` files written by ``simstudy fit --out`` already
 carry it.
 

@@ -6,8 +6,8 @@
     >>> fit.groups_table().query("flagged")
 
 :func:`fit_formula` validates the formulas and priors (raising :class:`FormulaError` /
-:class:`PriorError` before anything is compiled), fits with NUTS via :func:`simstudy.fit.fit`
-and returns the :class:`~simstudy.result.FitResult`. With ``progress=True`` a rich progress
+:class:`PriorError` before anything is compiled), fits with NUTS via :func:`simstudy.model.sampler.fit`
+and returns the :class:`~simstudy.model.result.FitResult`. With ``progress=True`` a rich progress
 bar shows the phase ("compiling", then "sampling" with iterations done out of the total,
 reported from inside the compiled sampler).
 """
@@ -21,7 +21,7 @@ from typing import Iterator
 import pandas as pd
 
 from .formula import FormulaError, melsm_data_from_formulas
-from .priors import PriorError, Priors, SDPrior
+from ..model.priors import PriorError, Priors, SDPrior
 
 __all__ = ["fit_formula", "make_priors", "fitting_progress"]
 
@@ -37,7 +37,7 @@ def make_priors(
     replaced where given. SD priors may be text such as ``"half_t(3, 1)"``. Raises
     :class:`PriorError` naming the bad value."""
     if priors is not None and not isinstance(priors, Priors):
-        raise PriorError(f"priors must be a simstudy.priors.Priors, got {type(priors).__name__}")
+        raise PriorError(f"priors must be a simstudy.model.priors.Priors, got {type(priors).__name__}")
     base = priors or Priors()
     changes = {}
     if pi is not None:
@@ -56,7 +56,7 @@ def make_priors(
 
 @contextlib.contextmanager
 def fitting_progress(enabled: bool = True, console=None, label: str = "SS-MELSM") -> Iterator[object]:
-    """A rich progress bar for :func:`simstudy.fit.fit`: yields a ``progress(phase, done,
+    """A rich progress bar for :func:`simstudy.model.sampler.fit`: yields a ``progress(phase, done,
     total)`` callable to pass as ``fit(..., progress=...)`` (``None`` when disabled).
 
     Phases: "compiling" (a spinner; skipped quickly when the program is cached), then
@@ -111,20 +111,20 @@ def fit_formula(
     **fit_kwargs,
 ):
     """Fit the SS-MELSM to ``df`` with lme4-style formulas and return a
-    :class:`~simstudy.result.FitResult`.
+    :class:`~simstudy.model.result.FitResult`.
 
     ``location``: ``"y ~ fixed + (random | g)"``; ``scale``: ``"~ fixed + (random | g)"``
-    (same grouping factor; see :mod:`simstudy.formula`). ``priors`` (default ivd's) with
+    (same grouping factor; see :mod:`simstudy.realdata.formula`). ``priors`` (default ivd's) with
     ``pi``, ``scale_sd``, ``location_sd`` overriding its fields (SD priors as text, e.g.
     ``"half_t(3, 1)"``). ``dropna=True`` drops rows with missing values in the columns the
     formulas use (the count is in ``fit.data.meta["dropped_rows"]``). ``progress=True`` shows
     a progress bar (compiling, then sampling iterations). Other keyword arguments go to
-    :func:`simstudy.fit.fit` (``target_accept``, ``max_tree_depth``, ...).
+    :func:`simstudy.model.sampler.fit` (``target_accept``, ``max_tree_depth``, ...).
 
     Everything is validated before compiling: bad formulas raise :class:`FormulaError`, bad
     priors :class:`PriorError`, bad MCMC settings ``ValueError``.
     """
-    from .fit import MCMCSettings, fit
+    from ..model.sampler import MCMCSettings, fit
 
     priors = make_priors(priors, pi=pi, scale_sd=scale_sd, location_sd=location_sd)
     MCMCSettings(chains, warmup, draws)  # validates before the (slow) formula evaluation and compile

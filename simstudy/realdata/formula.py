@@ -1,4 +1,4 @@
-"""Build a :class:`~simstudy.data.MelsmData` from a DataFrame and two lme4-style formulas.
+"""Build a :class:`~simstudy.model.data.MelsmData` from a DataFrame and two lme4-style formulas.
 
 The SS-MELSM has a location submodel (the mean) and a scale submodel (the log residual SD),
 each with fixed effects and random effects for one grouping factor::
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .data import MelsmData
+from ..model.data import MelsmData
 
 __all__ = [
     "FormulaError",

@@ -6,7 +6,7 @@
   figure: groups far from the typical SD on either side get high PIPs);
 * :func:`outcome_plot`: PIP against the group mean, coloured by within-group SD (colorbar).
 
-Every function takes a :class:`~simstudy.result.FitResult` or its ``groups_table()``
+Every function takes a :class:`~simstudy.model.result.FitResult` or its ``groups_table()``
 DataFrame and returns a :class:`matplotlib.figure.Figure` (no pyplot state, safe in
 scripts and workers). With K > 1 scale random effects there is one panel per effect (columns
 ``pip[name]``). In every panel the first collection (``ax.collections[0]``) is the scatter of

@@ -16,76 +16,59 @@ Top level::
                                # default min(replicates, 10); at most `replicates`
 
     [mcmc]        chains (4), warmup (1000), draws (1000), target_accept (0.8), max_tree_depth (10)
-    [generator]   fixed data-generating settings (``simstudy.generate.GeneratorSpec`` fields)
-    [model]       fixed prior/model settings (``simstudy.priors.Priors`` fields)
+    [generator]   fixed data-generating settings (``simstudy.study.generate.GeneratorSpec`` fields)
+    [model]       fixed prior/model settings (``simstudy.model.priors.Priors`` fields)
     [factors]     setting = [level, level, ...]    (full factorial, in file order)
     [[exclude]]   setting = level | [levels]        (drop grid cells matching ALL keys;
                                                      a list means "any of")
     [[extra]]     setting = value, ...              (add one explicit cell)
 
-Setting names are unqualified and each belongs to exactly one namespace (see
-:data:`SETTINGS`, or ``describe_settings()``):
 
-* generator: n_groups, group_size, size_dist, size_min, size_max, gamma0, tau_u, eta0,
-  share_inconsistent, count_mode, effect, slab_sd, magnitude, direction, rho, covariates,
-  x_between_sd, x_within_sd, beta_within, beta_between, eta_within, eta_between, mode,
-  prior_pi, prior_location_sd, prior_scale_sd. (``prior_pi`` is GeneratorSpec's ``pi``,
-  the inclusion probability used when ``mode = "prior"``; it is renamed here because
-  ``pi`` is the model's prior inclusion probability.)
-* model: pi, location_sd, scale_sd, lkj_eta, correlated, location_fixed_sd,
-  scale_fixed_sd, location_intercept_mean, location_intercept_sd.
-* mcmc: chains, warmup, draws, target_accept, max_tree_depth.
-
-Rules: ints are accepted for float settings, bools never for numbers; SD priors are text
-read by :meth:`simstudy.priors.SDPrior.parse` and stored in canonical form
-(``"half_t(3, 1)"``); a factor may not also be set in a fixed section; factor levels must be
-distinct; an exclusion may only name factors, only with values that are levels of them, and
-must match at least one grid cell (anything else is probably a typo); the design must have
-at least one cell. Settings not given take the library defaults (the ``default`` column of
-:data:`SETTINGS`, equal to GeneratorSpec's / Priors' defaults), and every cell carries its
-*full* settings so the store records every value used.
-
-Cells and ids
--------------
-The grid is the product of the factors' levels (first factor slowest), minus exclusions,
-plus extras, de-duplicated by id. ``Cell.factors`` is the cell's *identity*: for grid cells
-the value of every factor; for an extra cell the value of every factor (from the extra, or
-else the fixed/default value) plus every other key the extra sets to a value different from
-the fixed/default one. ``cell_id`` is the first 8 bytes of the sha256 of the canonical JSON of
-``Cell.factors`` (sorted keys, canonical values), masked to 63 bits. So adding a level to a
-factor, or an extra cell, never changes the id, and therefore the seeds, of existing
-cells; adding a new factor changes every id (every cell's identity changes). An extra
-equal in settings to a grid cell gets the grid cell's id and is merged with it.
-
-Seeds: replicate ``r`` of cell ``c`` uses ``SeedSequence(seed, spawn_key=(c, r))``
-(:func:`replicate_seed`), independent of the number of workers, task order and block size.
-
-Hash and comparison
--------------------
-``Design.hash`` is the sha256 of the canonical JSON of what determines the numbers: seed,
-replicates, block_size (the store's chunks follow it), and every cell's id, identity and
-full generator/model/mcmc settings. Comments, whitespace, key order, ``name`` and
-``description`` do not change it; neither does rewriting the design in a way that yields
-the same cells (e.g. listing a factor's levels in another order).
-:func:`compare_designs` says ``"same"``, ``"extends"`` (the new design keeps every old
-cell with identical settings, same seed and block size, and only adds cells and/or
-replicates — existing (cell, replicate) results stay valid) or ``"changed"``;
-:func:`diff_designs` gives the details and an explanation for error messages.
+The settings table is :mod:`simstudy.study.schema`; cells, ids, seeds and design comparison are
+:mod:`simstudy.study.grid`. Both are re-exported here.
 """
 
 from __future__ import annotations
 
 import difflib
-import hashlib
 import itertools
 import json
-import math
 import tomllib
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-import numpy as np
+from .grid import (
+    Cell,
+    Design,
+    DesignDiff,
+    Task,
+    _canonical,
+    _design_hash,
+    _make_cell,
+    compare_designs,
+    diff_designs,
+    replicate_seed,
+    stable_id,
+    tasks,
+)
+from .schema import (
+    _C,
+    _G,
+    _M,
+    _SECTIONS,
+    _TOP_KEYS,
+    MCMC_DEFAULTS,
+    SETTINGS,
+    SHAPE_KEYS,
+    DesignError,
+    Setting,
+    _Bad,
+    _example,
+    _typename,
+    describe_settings,
+)
+
+
 
 __all__ = [
     "DesignError",
@@ -108,376 +91,6 @@ __all__ = [
     "design_from_dict",
     "describe_settings",
 ]
-
-_ID_MASK = (1 << 63) - 1
-
-
-class DesignError(ValueError):
-    """An invalid design. ``problems`` lists every problem found, each naming its key path."""
-
-    def __init__(self, problems: list[str] | str, source: str = "<string>"):
-        if isinstance(problems, str):
-            problems = [problems]
-        self.problems = list(problems)
-        self.source = source
-        if len(self.problems) == 1:
-            msg = f"invalid design {source}: {self.problems[0]}"
-        else:
-            lines = "\n".join(f"  - {p}" for p in self.problems)
-            msg = f"invalid design {source} ({len(self.problems)} problems):\n{lines}"
-        super().__init__(msg)
-
-
-# --------------------------------------------------------------------------------------
-# the table of known settings
-# --------------------------------------------------------------------------------------
-
-
-class _Bad(Exception):
-    """A value check failed; the message completes '<path>: <value> ...'."""
-
-
-@dataclass(frozen=True)
-class Setting:
-    """One known setting: its namespace, the field name there, type, default and range."""
-
-    name: str  # name in design files
-    namespace: str  # "generator" | "model" | "mcmc"
-    field: str  # keyword for GeneratorSpec / Priors / the mcmc dict
-    kind: str  # "int" | "float" | "str" | "bool" | "sd_prior"
-    default: Any
-    check: Callable[[Any], None] | None = None  # raises _Bad(reason)
-    choices: tuple[str, ...] | None = None
-    doc: str = ""
-
-    def normalize(self, value: Any) -> Any:
-        """Type-check and canonicalise one value; raises _Bad with the reason."""
-        kind = self.kind
-        if kind == "int":
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise _Bad(f"{value!r} is not an integer ({_typename(value)}); write e.g. {self.name} = {_example(self)}")
-            out: Any = value
-        elif kind == "float":
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise _Bad(f"{value!r} is not a number ({_typename(value)}); write e.g. {self.name} = {_example(self)}")
-            out = float(value)
-            if not math.isfinite(out):
-                raise _Bad(f"{value!r} is not a finite number")
-        elif kind == "bool":
-            if not isinstance(value, bool):
-                raise _Bad(f"{value!r} is not a boolean ({_typename(value)}); write true or false (lower case, no quotes)")
-            out = value
-        elif kind == "str":
-            if not isinstance(value, str):
-                raise _Bad(f"{value!r} is not text ({_typename(value)}); use one of {_fmt_choices(self.choices)}")
-            if self.choices and value not in self.choices:
-                hint = difflib.get_close_matches(value, self.choices, n=1)
-                dym = f" (did you mean {hint[0]!r}?)" if hint else ""
-                raise _Bad(f"{value!r} is not one of {_fmt_choices(self.choices)}{dym}")
-            out = value
-        elif kind == "sd_prior":
-            from .priors import PriorError, SDPrior
-
-            try:
-                out = str(SDPrior.parse(value))
-            except PriorError as exc:
-                raise _Bad(f"{value!r}: {exc}") from None
-        else:  # pragma: no cover - table error
-            raise AssertionError(kind)
-        if self.check is not None:
-            self.check(out)
-        return out
-
-
-def _typename(value: Any) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "text", list: "a list", dict: "a table"}.get(
-        type(value), type(value).__name__
-    )
-
-
-def _fmt_choices(choices) -> str:
-    return ", ".join(repr(c) for c in choices or ())
-
-
-def _example(s: Setting) -> str:
-    d = s.default
-    if d is None:
-        return "10" if s.kind == "int" else "1.0"
-    return json.dumps(d)
-
-
-def _gt(lo: float) -> Callable[[Any], None]:
-    def check(v):
-        if not v > lo:
-            raise _Bad(f"{v!r} must be > {lo:g}")
-
-    return check
-
-
-def _ge(lo: float) -> Callable[[Any], None]:
-    def check(v):
-        if not v >= lo:
-            raise _Bad(f"{v!r} must be >= {lo:g}")
-
-    return check
-
-
-def _open(lo: float, hi: float) -> Callable[[Any], None]:
-    def check(v):
-        if not lo < v < hi:
-            raise _Bad(f"{v!r} is outside ({lo:g}, {hi:g})")
-
-    return check
-
-
-def _closed(lo: float, hi: float) -> Callable[[Any], None]:
-    def check(v):
-        if not lo <= v <= hi:
-            raise _Bad(f"{v!r} is outside [{lo:g}, {hi:g}]")
-
-    return check
-
-
-def _S(name, ns, kind, default, check=None, choices=None, doc="", field_name=None) -> Setting:
-    return Setting(name, ns, field_name or name, kind, default, check, choices, doc)
-
-
-_G, _M, _C = "generator", "model", "mcmc"
-
-#: Every setting a design may name: design name -> Setting.
-SETTINGS: dict[str, Setting] = {
-    s.name: s
-    for s in [
-        # generator (GeneratorSpec)
-        _S("n_groups", _G, "int", 50, _ge(2), doc="number of groups J (>= 2)"),
-        _S("group_size", _G, "int", 50, _ge(1), doc="observations per group n (mean size when ragged)"),
-        _S("size_dist", _G, "str", "balanced", choices=("balanced", "poisson", "uniform", "saeb"),
-           doc="group sizes: balanced, poisson (Poisson(n-2)+2), uniform(size_min, size_max), saeb"),
-        _S("size_min", _G, "int", None, _ge(1), doc="smallest group (ragged sizes)"),
-        _S("size_max", _G, "int", None, _ge(1), doc="largest group (ragged sizes)"),
-        _S("gamma0", _G, "float", 0.0, doc="location intercept"),
-        _S("tau_u", _G, "float", 0.33, _ge(0), doc="SD of the location random intercepts (>= 0)"),
-        _S("eta0", _G, "float", -0.25, doc="scale intercept (log residual SD)"),
-        _S("share_inconsistent", _G, "float", 0.1, _closed(0, 1), doc="share of groups with a scale effect, in [0, 1]"),
-        _S("count_mode", _G, "str", "exact", choices=("exact", "bernoulli"),
-           doc="exact: round(share J) inconsistent groups; bernoulli: each group independently"),
-        _S("effect", _G, "str", "slab", choices=("slab", "fixed"), doc="scale effects from the slab N(0, slab_sd) or fixed magnitude"),
-        _S("slab_sd", _G, "float", 0.437, _gt(0), doc="SD of the slab (> 0)"),
-        _S("magnitude", _G, "float", 0.5, _gt(0), doc="|scale effect| when effect = 'fixed' (> 0)"),
-        _S("direction", _G, "str", "both", choices=("both", "more_variable", "more_consistent"), doc="sign of the scale effects"),
-        _S("rho", _G, "float", 0.0, _open(-1, 1), doc="location-scale random-effect correlation, |rho| < 1"),
-        _S("covariates", _G, "bool", False, doc="generate a within/between covariate"),
-        _S("x_between_sd", _G, "float", 0.0, _ge(0), doc="SD of the covariate's group means (>= 0)"),
-        _S("x_within_sd", _G, "float", 1.0, _ge(0), doc="SD of the covariate within groups (>= 0)"),
-        _S("beta_within", _G, "float", 0.0, doc="location slope, within"),
-        _S("beta_between", _G, "float", 0.0, doc="location slope, between"),
-        _S("eta_within", _G, "float", 0.0, doc="scale slope, within"),
-        _S("eta_between", _G, "float", 0.0, doc="scale slope, between"),
-        _S("mode", _G, "str", "truth", choices=("truth", "prior"), doc="truth: fixed parameters; prior: draw them from the prior"),
-        _S("prior_pi", _G, "float", 0.5, _open(0, 1), field_name="pi", doc="inclusion probability for mode = 'prior', in (0, 1)"),
-        _S("prior_location_sd", _G, "sd_prior", "half_normal(0.5)", doc="location SD prior for mode = 'prior'"),
-        _S("prior_scale_sd", _G, "sd_prior", "half_normal(0.5)", doc="scale SD prior for mode = 'prior'"),
-        # model (Priors)
-        _S("pi", _M, "float", 0.5, _open(0, 1), doc="prior inclusion probability, in (0, 1)"),
-        _S("location_sd", _M, "sd_prior", "half_t(3, 1)", doc="prior of the location random-effect SD"),
-        _S("scale_sd", _M, "sd_prior", "half_t(3, 1)", doc="prior of the scale random-effect SD (slab)"),
-        _S("lkj_eta", _M, "float", 1.0, _gt(0), doc="LKJ shape of the random-effect correlation (> 0)"),
-        _S("correlated", _M, "bool", True, doc="model the location-scale correlation"),
-        _S("location_fixed_sd", _M, "float", 1000.0, _gt(0), doc="prior SD of location fixed effects (> 0)"),
-        _S("scale_fixed_sd", _M, "float", 3.0, _gt(0), doc="prior SD of scale fixed effects (> 0)"),
-        _S("location_intercept_mean", _M, "float", None, doc="prior mean of the location intercept (default: mean(y))"),
-        _S("location_intercept_sd", _M, "float", None, _gt(0), doc="prior SD of the location intercept (default: 3 sd(y))"),
-        # mcmc
-        _S("chains", _C, "int", 4, _ge(1), doc="chains per fit (>= 1)"),
-        _S("warmup", _C, "int", 1000, _ge(1), doc="warm-up iterations per chain (>= 1)"),
-        _S("draws", _C, "int", 1000, _ge(1), doc="kept draws per chain (>= 1)"),
-        _S("target_accept", _C, "float", 0.8, _open(0, 1), doc="NUTS target acceptance, in (0, 1)"),
-        _S("max_tree_depth", _C, "int", 10, _closed(1, 20), doc="NUTS maximum tree depth, in [1, 20]"),
-    ]
-}
-
-MCMC_DEFAULTS: dict[str, Any] = {s.field: s.default for s in SETTINGS.values() if s.namespace == _C}
-
-#: Settings that change array shapes or the compiled program (plus the block length).
-SHAPE_KEYS: tuple[str, ...] = (
-    "n_groups",
-    "group_size",
-    "size_dist",
-    "size_min",
-    "size_max",
-    "covariates",
-    "correlated",
-    "chains",
-    "warmup",
-    "draws",
-    "target_accept",
-    "max_tree_depth",
-)
-
-_TOP_KEYS = ("name", "description", "seed", "replicates", "block_size", "mcmc", "generator", "model", "factors", "exclude", "extra")
-_SECTIONS = (_G, _M, _C)
-
-
-def describe_settings() -> str:
-    """A plain-text table of every setting (for ``simstudy`` help and docs)."""
-    rows = []
-    for ns in _SECTIONS:
-        rows.append(f"[{ns}]")
-        for s in SETTINGS.values():
-            if s.namespace == ns:
-                d = "unset" if s.default is None else json.dumps(s.default)
-                ch = f" one of {_fmt_choices(s.choices)};" if s.choices else ""
-                rows.append(f"  {s.name:<24} {s.kind:<8} default {d:<20}{ch} {s.doc}")
-    return "\n".join(rows)
-
-
-# --------------------------------------------------------------------------------------
-# data classes
-# --------------------------------------------------------------------------------------
-
-
-def _canonical(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
-
-
-def stable_id(values: dict[str, Any]) -> int:
-    """63-bit id from the canonical JSON of ``values`` (sorted keys)."""
-    digest = hashlib.sha256(_canonical(values).encode()).digest()
-    return int.from_bytes(digest[:8], "big") & _ID_MASK
-
-
-def replicate_seed(base_seed: int, cell_id: int, replicate: int) -> np.random.SeedSequence:
-    """The seed of one replicate: ``SeedSequence(base_seed, spawn_key=(cell_id, replicate))``."""
-    if base_seed < 0 or cell_id < 0 or replicate < 0:
-        raise ValueError("seed, cell id and replicate must be non-negative integers")
-    return np.random.SeedSequence(int(base_seed), spawn_key=(int(cell_id), int(replicate)))
-
-
-@dataclass(frozen=True, eq=True)
-class Cell:
-    """One combination of settings.
-
-    ``factors`` is the cell's identity (see the module docstring) and ``cell_id`` its hash;
-    ``generator`` holds GeneratorSpec keywords, ``model`` Priors keywords, ``mcmc`` the
-    sampler settings, all complete (defaults filled in). ``origin`` is ``"grid"`` or
-    ``"extra[i]"``.
-    """
-
-    cell_id: int
-    factors: dict[str, Any]
-    generator: dict[str, Any]
-    model: dict[str, Any]
-    mcmc: dict[str, Any]
-    label: str
-    origin: str = "grid"
-
-    def __hash__(self) -> int:
-        return hash(self.cell_id)
-
-    def get(self, name: str) -> Any:
-        """The value of any setting (design name) in this cell."""
-        s = SETTINGS[name]
-        return getattr(self, s.namespace)[s.field]
-
-    @property
-    def settings(self) -> dict[str, Any]:
-        """Every setting of the cell, by design name."""
-        return {name: self.get(name) for name in SETTINGS}
-
-    def generator_spec(self):
-        """``simstudy.generate.GeneratorSpec`` for this cell (imports generate lazily)."""
-        from .generate import GeneratorSpec
-
-        return GeneratorSpec(**self.generator)
-
-    def priors(self):
-        """``simstudy.priors.Priors`` for this cell."""
-        from .priors import Priors
-
-        return Priors(**self.model)
-
-    def seed(self, base_seed: int, replicate: int) -> np.random.SeedSequence:
-        return replicate_seed(base_seed, self.cell_id, replicate)
-
-
-@dataclass(frozen=True)
-class Task:
-    """One unit of work: some replicates of one cell, fitted together (one vmapped fit)."""
-
-    cell: Cell
-    replicates: tuple[int, ...]
-    seed: int  # the design's base seed
-
-    @property
-    def shape_key(self) -> tuple:
-        """Everything that changes array shapes or the compiled program, incl. the block length."""
-        return tuple((k, self.cell.get(k)) for k in SHAPE_KEYS) + (("block", len(self.replicates)),)
-
-    @property
-    def task_id(self) -> str:
-        return f"{self.cell.cell_id}:{self.replicates[0]}-{self.replicates[-1]}"
-
-    def seed_sequences(self) -> list[np.random.SeedSequence]:
-        return [replicate_seed(self.seed, self.cell.cell_id, r) for r in self.replicates]
-
-
-@dataclass(frozen=True)
-class Design:
-    """A validated study design. Build it with :func:`load_design` / :func:`parse_design`.
-
-    ``generator`` / ``model`` hold the *fixed* settings as written (GeneratorSpec / Priors
-    keywords, canonical values); ``mcmc`` is complete. ``factors`` maps design names to
-    their levels in file order; ``exclude`` and ``extra`` are as written (canonical values;
-    exclusion values as tuples).
-    """
-
-    name: str
-    description: str
-    seed: int
-    replicates: int
-    block_size: int
-    mcmc: dict[str, Any]
-    generator: dict[str, Any]
-    model: dict[str, Any]
-    factors: dict[str, tuple]
-    exclude: tuple[dict[str, tuple], ...]
-    extra: tuple[dict[str, Any], ...]
-    text: str
-    source: str
-    hash: str
-    _cells: tuple[Cell, ...] = field(repr=False, compare=False, default=())
-
-    def cells(self) -> list[Cell]:
-        """All cells: the grid in factorial order (first factor slowest), then the extras."""
-        return list(self._cells)
-
-    def cell(self, cell_id: int) -> Cell:
-        for c in self._cells:
-            if c.cell_id == cell_id:
-                return c
-        raise KeyError(f"no cell {cell_id} in design {self.name!r}")
-
-    @property
-    def coords(self) -> list[str]:
-        """Names that identify cells: the factors, then any other key set by an extra."""
-        names = list(self.factors)
-        for c in self._cells:
-            for k in c.factors:
-                if k not in names:
-                    names.append(k)
-        return names
-
-    @property
-    def n_cells(self) -> int:
-        return len(self._cells)
-
-    @property
-    def n_fits(self) -> int:
-        return len(self._cells) * self.replicates
-
-    def tasks(self) -> list[Task]:
-        return tasks(self)
-
 
 # --------------------------------------------------------------------------------------
 # parsing
@@ -809,7 +422,7 @@ class _Parser:
         )
 
     def check_cells(self, cells: list[Cell]) -> None:
-        from .priors import PriorError, Priors
+        from ..model.priors import PriorError, Priors
 
         try:
             from .generate import GeneratorSpec, SpecError  # optional: may not exist yet
@@ -839,171 +452,6 @@ class _Parser:
                     GeneratorSpec(**cell.generator)
                 except (SpecError, TypeError, ValueError) as exc:
                     report(cell, "generator", str(exc))
-
-
-def _label(identity: dict) -> str:
-    if not identity:
-        return "(all fixed)"
-    return ", ".join(f"{k}={_fmt_value(v)}" for k, v in identity.items())
-
-
-def _fmt_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, float):
-        return f"{v:g}"
-    return str(v)
-
-
-def _make_cell(identity: dict, settings: dict, origin: str) -> Cell:
-    ns: dict[str, dict[str, Any]] = {_G: {}, _M: {}, _C: {}}
-    for name, s in SETTINGS.items():
-        ns[s.namespace][s.field] = settings[name]
-    return Cell(
-        cell_id=stable_id(identity),
-        factors=dict(identity),
-        generator=ns[_G],
-        model=ns[_M],
-        mcmc=ns[_C],
-        label=_label(identity),
-        origin=origin,
-    )
-
-
-def _cell_record(c: Cell) -> dict:
-    return {"id": c.cell_id, "factors": c.factors, "generator": c.generator, "model": c.model, "mcmc": c.mcmc}
-
-
-def _design_hash(seed: int, replicates: int, block_size: int, cells: list[Cell]) -> str:
-    content = {
-        "seed": seed,
-        "replicates": replicates,
-        "block_size": block_size,
-        "cells": [_cell_record(c) for c in sorted(cells, key=lambda c: c.cell_id)],
-    }
-    return hashlib.sha256(_canonical(content).encode()).hexdigest()
-
-
-# --------------------------------------------------------------------------------------
-# tasks
-# --------------------------------------------------------------------------------------
-
-
-def _sortable(v: Any) -> tuple:
-    if v is None:
-        return (0, 0.0, "")
-    if isinstance(v, bool):
-        return (1, float(v), "")
-    if isinstance(v, (int, float)):
-        return (2, float(v), "")
-    return (3, 0.0, str(v))
-
-
-def tasks(design: Design) -> list[Task]:
-    """Every (cell, block of replicates) of the design, grouped by ``Task.shape_key``.
-
-    Blocks are ``range(replicates)`` cut into runs of ``block_size`` (the last may be
-    shorter). Tasks with the same shape key are adjacent, groups ordered by ascending shape
-    values (small, fast problems first); within a group, cells keep design order.
-    """
-    blocks = [tuple(range(s, min(s + design.block_size, design.replicates)))
-              for s in range(0, design.replicates, design.block_size)]
-    out = [Task(cell, b, design.seed) for cell in design.cells() for b in blocks]
-    order = {id(t): i for i, t in enumerate(out)}
-    return sorted(out, key=lambda t: (tuple(_sortable(v) for _, v in t.shape_key), order[id(t)]))
-
-
-# --------------------------------------------------------------------------------------
-# comparison and serialisation
-# --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DesignDiff:
-    """How a new design relates to an old one (see :func:`diff_designs`)."""
-
-    kind: str  # "same" | "extends" | "changed"
-    added_cells: tuple[int, ...] = ()
-    removed_cells: tuple[int, ...] = ()
-    modified_cells: tuple[int, ...] = ()
-    added_replicates: tuple[int, ...] = ()
-    reasons: tuple[str, ...] = ()
-
-    def explain(self) -> str:
-        if self.kind == "same":
-            return "the designs are the same"
-        head = "the new design extends the old one" if self.kind == "extends" else "the design changed"
-        return head + (":\n" + "\n".join(f"  - {r}" for r in self.reasons) if self.reasons else "")
-
-
-def diff_designs(old: Design, new: Design) -> DesignDiff:
-    """Compare two designs: what was added, removed or changed, and the verdict.
-
-    "extends" means every old cell is in the new design with identical settings, the seed
-    and block size are unchanged, and replicates did not shrink: all existing results stay
-    valid and only new cells and/or new replicates need running. Anything else is "changed".
-    """
-    if old.hash == new.hash:
-        return DesignDiff("same")
-    changed: list[str] = []
-    extended: list[str] = []
-    if old.seed != new.seed:
-        changed.append(f"seed changed from {old.seed} to {new.seed} (every data set changes)")
-    if old.block_size != new.block_size:
-        changed.append(f"block_size changed from {old.block_size} to {new.block_size} (the store's chunks follow it)")
-    added_reps: tuple[int, ...] = ()
-    if new.replicates < old.replicates:
-        changed.append(f"replicates reduced from {old.replicates} to {new.replicates}")
-    elif new.replicates > old.replicates:
-        added_reps = tuple(range(old.replicates, new.replicates))
-        extended.append(f"replicates increased from {old.replicates} to {new.replicates}")
-
-    old_cells = {c.cell_id: c for c in old.cells()}
-    new_cells = {c.cell_id: c for c in new.cells()}
-    removed = tuple(i for i in old_cells if i not in new_cells)
-    added = tuple(i for i in new_cells if i not in old_cells)
-    modified = []
-    for i, oc in old_cells.items():
-        nc = new_cells.get(i)
-        if nc is None:
-            continue
-        diffs = [
-            f"{k}: {_fmt_value(oc.get(k))} -> {_fmt_value(nc.get(k))}"
-            for k in SETTINGS
-            if _canonical(oc.get(k)) != _canonical(nc.get(k))
-        ]
-        if diffs:
-            modified.append(i)
-            if len(modified) <= 5:
-                changed.append(f"cell ({oc.label}) settings changed: {'; '.join(diffs)}")
-    if len(modified) > 5:
-        changed.append(f"... {len(modified) - 5} more cells with changed settings")
-    if removed:
-        shown = ", ".join(f"({old_cells[i].label})" for i in removed[:5])
-        more = f" and {len(removed) - 5} more" if len(removed) > 5 else ""
-        if set(new.factors) != set(old.factors):
-            changed.append(
-                f"factors changed from {sorted(old.factors)} to {sorted(new.factors)}: every cell's identity changes"
-            )
-        changed.append(f"{len(removed)} cell(s) removed: {shown}{more}")
-    if added:
-        shown = ", ".join(f"({new_cells[i].label})" for i in added[:5])
-        more = f" and {len(added) - 5} more" if len(added) > 5 else ""
-        extended.append(f"{len(added)} cell(s) added: {shown}{more}")
-    kind = "changed" if changed else ("extends" if extended else "same")
-    return DesignDiff(
-        kind=kind,
-        added_cells=added,
-        removed_cells=removed,
-        modified_cells=tuple(modified),
-        added_replicates=added_reps,
-        reasons=tuple(changed + extended),
-    )
-
-
-def compare_designs(old: Design, new: Design) -> str:
-    """``"same"``, ``"extends"`` or ``"changed"``; see :func:`diff_designs` for details."""
-    return diff_designs(old, new).kind
 
 
 def design_to_dict(design: Design) -> dict:

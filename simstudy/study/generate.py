@@ -46,8 +46,8 @@ from pathlib import Path
 
 import numpy as np
 
-from simstudy.data import MelsmData
-from simstudy.priors import PriorError, SDPrior
+from simstudy.model.data import MelsmData
+from simstudy.model.priors import PriorError, SDPrior
 
 SIZE_DISTS = ("balanced", "poisson", "uniform", "saeb")
 COUNT_MODES = ("exact", "bernoulli")

@@ -86,7 +86,7 @@ def fit_seed(base_seed: int, cell_id: int, replicate: int) -> np.random.SeedSequ
 
 def jax_cache_dir() -> str:
     """The persistent compilation cache shared by the workers: ``$SIMSTUDY_JAX_CACHE`` or
-    ``~/.cache/simstudy/jax`` (the default of :func:`simstudy.fit.configure_jax`)."""
+    ``~/.cache/simstudy/jax`` (the default of :func:`simstudy.model.sampler.configure_jax`)."""
     return os.environ.get("SIMSTUDY_JAX_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "simstudy", "jax")
 
 
@@ -158,7 +158,7 @@ def fit_block(datasets, priors, seeds, mcmc: dict, centered_location: bool | Non
     likelihoods with ragged group sizes give replicates different shapes). A dataset's fit
     does not depend on the other datasets of its call, so the split changes no number.
     Returns the fits in input order and the total compile seconds."""
-    from .fit import batch_key, fit_batch
+    from ..model.sampler import batch_key, fit_batch
 
     groups: dict[tuple, list[int]] = {}
     for i, data in enumerate(datasets):
@@ -450,7 +450,7 @@ def run_study(
 ) -> RunSummary:
     """Run (or resume) ``design_path`` into the results store ``store_path``.
 
-    ``design_path``: a design file or a :class:`~simstudy.design.Design`. ``cluster``:
+    ``design_path``: a design file or a :class:`~simstudy.study.design.Design`. ``cluster``:
     ``"local"`` | ``"slurm"`` | ``"pbs"`` | a scheduler address; ``workers``: local worker
     processes or cluster jobs; ``retry_failed``: rerun blocks with failed fits;
     ``client``: an existing ``distributed.Client`` to use instead (left open).

@@ -1,10 +1,10 @@
 """Turn one fit and its truth into one record of the results store (pure functions).
 
-:func:`score_fit` reduces a :class:`~simstudy.result.FitResult` and the generating
-:class:`~simstudy.generate.Truth` to a flat dict of numpy arrays: per-group arrays of length
+:func:`score_fit` reduces a :class:`~simstudy.model.result.FitResult` and the generating
+:class:`~simstudy.study.generate.Truth` to a flat dict of numpy arrays: per-group arrays of length
 ``n_groups_max`` (NaN-padded) and per-fit scalars (0-d arrays). :func:`failed_record` is
 the record of a fit that raised. :data:`SCHEMA` lists every variable with its dims, dtype
-and CF ``long_name``/``units``; the results store is built from it and ``metrics.py`` reads
+and CF ``long_name``/``units``; the results store is built from it and ``simstudy.evaluate`` reads
 these names.
 
 Only random-intercept scale models (K = 1 scale random effect, what the generator
@@ -20,7 +20,7 @@ import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
     from .generate import Truth
-    from .result import FitResult
+    from ..model.result import FitResult
 
 __all__ = ["SCHEMA", "STATUS_DTYPE", "ERROR_DTYPE", "ERROR_MAX", "STATUSES", "score_fit", "failed_record",
            "empty_value", "stack_records"]

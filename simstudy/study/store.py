@@ -6,7 +6,7 @@ Layout
 * every cell-identifying setting of the design (its factors, then any other key an
   ``[[extra]]`` sets) is a plain coordinate along ``cell``, with ``cell_id`` (int64, the
   design's stable id) and ``cell_label``; ``replicate`` and ``group`` are integer coordinates;
-* data variables as listed in :data:`simstudy.scoring.SCHEMA` (per group: dims
+* data variables as listed in :data:`simstudy.study.scoring.SCHEMA` (per group: dims
   ``(cell, replicate, group)``, per fit: ``(cell, replicate)``), each with CF ``long_name``
   and ``units``, plus ``done`` ``(cell, replicate)``: the record is complete. It is written
   last by :func:`write_block`, so a crash mid-write leaves ``done`` False and the block is
@@ -15,7 +15,7 @@ Layout
   one cell x one block of replicates, so concurrent writes of distinct tasks never touch
   the same chunk (region writes only; appending concurrently would lose data);
 * attrs: ``design_text``, ``design_hash``, ``design`` (JSON of
-  :func:`simstudy.design.design_to_dict`), ``design_name``, ``seed``, ``factors`` (JSON
+  :func:`simstudy.study.design.design_to_dict`), ``design_name``, ``seed``, ``factors`` (JSON
   list of the cell coordinates), ``versions`` (JSON: simstudy, jax, numpyro, arviz, xarray,
   zarr, dask, numpy, python), ``created``, ``history``, ``simstudy_store_version``.
 
@@ -24,7 +24,7 @@ template writes metadata only. The template is built in a temporary directory ne
 store and renamed into place, so a bad design or an error never leaves a half-made store.
 
 Growing (:func:`create_or_open` with a design that *extends* the stored one, see
-:func:`simstudy.design.diff_designs`) rebuilds the template for the new design -- old cells
+:func:`simstudy.study.design.diff_designs`) rebuilds the template for the new design -- old cells
 keep their positions, new cells are appended -- copies the existing results into it and
 swaps the directories. Do it with no task running (``simstudy run`` does it before it
 starts any).
@@ -260,7 +260,7 @@ def read_info(path: str | Path) -> StoreInfo:
 def create_or_open(path: str | Path, design: Design | str | Path, *, schema: dict | None = None) -> StoreInfo:
     """Create the store for ``design`` at ``path``, or open it if it already holds this design.
 
-    ``design`` may be a :class:`~simstudy.design.Design` or a design file (validated first,
+    ``design`` may be a :class:`~simstudy.study.design.Design` or a design file (validated first,
     so nothing is created for an invalid design). For an existing store: the same design
     (same hash) is reused; a design that *extends* the stored one (adds cells and/or
     replicates, same seed and block size) grows the store, keeping every result; a

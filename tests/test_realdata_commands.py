@@ -79,8 +79,8 @@ def test_fit_formula_returns_fit_with_groups_and_formulas(small_fit):
 
 
 def test_fit_formula_validates_before_fitting(frame):
-    from simstudy.formula import FormulaError
-    from simstudy.priors import PriorError
+    from simstudy.realdata.formula import FormulaError
+    from simstudy.model.priors import PriorError
 
     with pytest.raises(FormulaError, match="nope"):
         simstudy.fit_formula(frame, "y ~ nope + (1 | group)", SCALE, **MCMC)
@@ -93,8 +93,8 @@ def test_fit_formula_validates_before_fitting(frame):
 
 
 def test_make_priors_overrides_fields():
-    from simstudy.api import make_priors
-    from simstudy.priors import Priors
+    from simstudy.realdata.fit_formula import make_priors
+    from simstudy.model.priors import Priors
 
     p = make_priors(Priors(lkj_eta=2.0), pi=0.3, scale_sd="half_normal(0.5)")
     assert p.pi == 0.3 and str(p.scale_sd) == "half_normal(0.5)" and p.lkj_eta == 2.0
@@ -104,7 +104,7 @@ def test_make_priors_overrides_fields():
 def test_print_summary_has_every_section(small_fit):
     from rich.console import Console
 
-    from simstudy.fitting_cli import print_summary
+    from simstudy.realdata.commands import print_summary
 
     console = Console(record=True, width=140)
     print_summary(small_fit, 0.5, console=console)
@@ -131,7 +131,7 @@ def test_loo_and_compare_one_row_per_model(small_fit, frame):
     assert np.isfinite(table["elpd_loo"]).all() and (table["se"] > 0).all()
     best = table.index[0]
     assert table.loc[best, "elpd_loo"] == table["elpd_loo"].max()
-    from simstudy.compare import elpd_difference
+    from simstudy.realdata.compare import elpd_difference
 
     diff, se = elpd_difference(small_fit, other)
     assert diff == pytest.approx(table.loc["pi=0.5", "elpd_loo"] - table.loc["pi=0.2", "elpd_loo"])
@@ -221,7 +221,7 @@ def test_cli_compare_reads_fit_directories(cli_fit, data_dir, tmp_path):
     result = _invoke(["compare", out1, out2])
     assert result.exit_code == 0, result.output
     assert "m1" in result.output and "m2" in result.output and "elpd_loo" in result.output
-    from simstudy.fitting_cli import compare_command
+    from simstudy.realdata.commands import compare_command
 
     table = compare_command([out1, out2])
     assert list(table.index) != [] and sorted(table.index) == ["m1", "m2"]
@@ -291,7 +291,7 @@ def test_summary_escapes_effect_names(small_fit, monkeypatch):
     """Effect names in brackets must print literally (rich would read ``[x]`` as markup)."""
     from rich.console import Console
 
-    from simstudy.fitting_cli import print_summary
+    from simstudy.realdata.commands import print_summary
 
     base = small_fit.groups_table(0.75)
     fake = base.drop(columns=["pip", "bf10"]).assign(**{
@@ -331,9 +331,9 @@ def test_progress_bar_counts_iterations(frame):
 
     from rich.console import Console
 
-    import simstudy.fit as fit_module
-    from simstudy.api import fitting_progress
-    from simstudy.formula import melsm_data_from_formulas
+    import simstudy.model.sampler as fit_module
+    from simstudy.realdata.fit_formula import fitting_progress
+    from simstudy.realdata.formula import melsm_data_from_formulas
 
     data = melsm_data_from_formulas(frame, LOC, SCALE)
     calls = []

@@ -1,4 +1,4 @@
-"""Tests of simstudy.metrics on hand-built results stores (no MCMC)."""
+"""Tests of simstudy.evaluate on hand-built results stores (no MCMC)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from simstudy import metrics as M
-from simstudy.priors import bayes_factor, pip_threshold_for_bf
+from simstudy import evaluate as M
+from simstudy.evaluate.mcse import _ratio_pooled
+from simstudy.model.priors import bayes_factor, pip_threshold_for_bf
 
 PARAMS = ("tau_t", "eta0", "tau_u", "rho", "gamma0")
 
@@ -248,7 +249,7 @@ def test_exact_counts_and_rates(converged_only):
 def test_pooled_ratio_mcse_direct():
     num = np.array([[1.0, 3.0, 2.0, np.nan]])
     den = np.array([[4.0, 5.0, 3.0, 7.0]])
-    r, se = M._ratio_pooled(num, den)
+    r, se = _ratio_pooled(num, den)
     p = 6 / 12
     e = np.array([1 - p * 4, 3 - p * 5, 2 - p * 3])
     np.testing.assert_allclose(r, [p])

@@ -1,4 +1,4 @@
-"""Formula -> MelsmData (simstudy.formula) and the packaged Saeb data (simstudy.datasets)."""
+"""Formula -> MelsmData (simstudy.realdata.formula) and the packaged Saeb data (simstudy.datasets)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from simstudy.datasets import add_saeb_predictors, load_saeb
-from simstudy.formula import (
+from simstudy.realdata.formula import (
     FormulaError,
     melsm_data_from_formulas,
     parse_formula,

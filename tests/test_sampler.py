@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 import jax
 
-import simstudy.fit as fitmod
-from simstudy.data import DataError, MelsmData
-from simstudy.fit import fit, fit_batch
-from simstudy.generate import GeneratorSpec, generate
-from simstudy.model import pointwise_loglik
-from simstudy.priors import Priors, bayes_factor
+import simstudy.model.sampler as fitmod
+from simstudy.model.data import DataError, MelsmData
+from simstudy.model.sampler import fit, fit_batch
+from simstudy.study.generate import GeneratorSpec, generate
+from simstudy.model.ssmelsm import pointwise_loglik
+from simstudy.model.priors import Priors, bayes_factor
 
 SMALL = dict(chains=2, warmup=300, draws=300)
 SPEC = GeneratorSpec(n_groups=12, group_size=30, share_inconsistent=0.25, effect="fixed", magnitude=1.2,

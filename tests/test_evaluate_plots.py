@@ -1,8 +1,7 @@
-"""Tests of simstudy.plots and analysis/sensitivity_report.py on synthetic stores (no MCMC)."""
+"""Tests of simstudy.evaluate.plots and analysis/sensitivity_report.py on synthetic stores (no MCMC)."""
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -17,21 +16,14 @@ import pytest  # noqa: E402
 import xarray as xr  # noqa: E402
 from test_metrics import make_ds, synthetic_store  # noqa: E402  (tests/ is on sys.path)
 
-from simstudy import metrics as M  # noqa: E402
-from simstudy import plots as P  # noqa: E402
+from simstudy import evaluate as M  # noqa: E402
+from simstudy.evaluate import plots as P  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = {"pi": [0.25, 0.5], "share_inconsistent": [0.1, 0.3]}
 
 
-def _load_report():
-    spec = importlib.util.spec_from_file_location("sensitivity_report", ROOT / "analysis" / "sensitivity_report.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-R = _load_report()
+from simstudy.evaluate import report as R  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

@@ -11,10 +11,10 @@ from numpyro.infer.util import potential_energy
 from scipy import stats
 from scipy.special import logsumexp
 
-from simstudy.data import MelsmData
-from simstudy.fit import initial_values
-from simstudy.model import group_loglik, hyper_arrays, model_arrays, sd_prior_logpdf, ssmelsm, structure_for
-from simstudy.priors import Priors, SDPrior
+from simstudy.model.data import MelsmData
+from simstudy.model.sampler import initial_values
+from simstudy.model.ssmelsm import group_loglik, hyper_arrays, model_arrays, sd_prior_logpdf, ssmelsm, structure_for
+from simstudy.model.priors import Priors, SDPrior
 
 
 def _group_level_data(K: int, seed: int = 3) -> MelsmData:

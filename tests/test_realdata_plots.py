@@ -1,7 +1,7 @@
-"""The single-fit figures (simstudy.fitplots): one point per group in each panel, the
+"""The single-fit figures (simstudy.realdata.plots): one point per group in each panel, the
 threshold line, flagged groups coloured and labelled without overlaps, one panel per scale
 effect for K > 1, PNG output. One small fit for the module (same shape and settings as
-tests/test_fitting_cli.py, so a full run compiles the sampler once); K > 1 layouts use a
+tests/test_realdata_commands.py, so a full run compiles the sampler once); K > 1 layouts use a
 groups table built by hand."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 from matplotlib.figure import Figure
 
 import simstudy
-from simstudy import fitplots
+from simstudy.realdata import plots as fitplots
 
 matplotlib.use("Agg")
 
