@@ -137,7 +137,7 @@ def fit_cmd(
     data: Path = typer.Argument(..., help="CSV file, one row per observation"),
     location: str = typer.Option(..., help='location formula, e.g. "y ~ x + (1 | school)"'),
     scale: str = typer.Option(..., help='scale formula, e.g. "~ x + (1 | school)"'),
-    pi: float = typer.Option(0.5, help="prior inclusion probability"),
+    pi: str = typer.Option("0.5", help='prior inclusion probability: a number in (0, 1) or "beta(a, b)" (pi sampled)'),
     scale_sd: str = typer.Option("half_t(3, 1)", help="prior of the scale random-effect SDs"),
     location_sd: str = typer.Option("half_t(3, 1)", help="prior of the location random-effect SDs"),
     chains: int = typer.Option(4),
