@@ -379,7 +379,7 @@ def _summary_csv_table(fit) -> pd.DataFrame:
         rows = rows.copy()
         rows.insert(0, "section", names[title])
         rows.insert(1, "term", rows.index)
-        rows.index = [f"{names[title]}[{t}]" for t in rows.index]
+        rows.index = [names[title] if t == names[title] else f"{names[title]}[{t}]" for t in rows.index]  # pi: scalar
         frames.append(rows)
     table = pd.concat(frames)
     table.index.name = "parameter"
