@@ -190,7 +190,10 @@ def parse_pi(value) -> "float | BetaPrior":
 
 
 def pi_mean(pi) -> float:
-    """The prior mean of pi: the number itself, or ``a / (a + b)`` for ``beta(a, b)``."""
+    """The prior mean of pi: the number itself, or ``a / (a + b)`` for ``beta(a, b)``
+    (numeric arrays pass through unchanged)."""
+    if isinstance(pi, np.ndarray) and pi.dtype.kind in "fiu" and pi.ndim > 0:
+        return pi.astype(float)
     pi = parse_pi(pi)
     return pi.mean if isinstance(pi, BetaPrior) else float(pi)
 
