@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -245,9 +244,10 @@ def psense_table(fit, seed: int = 0) -> pd.DataFrame:
 
 
 # ============================================================================ figure
-def plot_trajectories(pips: pd.DataFrame, out_base: Path, threshold: float = 0.75) -> list[Path]:
+def plot_trajectories(pips: pd.DataFrame, out_base: Path, threshold: float = 0.75, max_labels: int = 15) -> list[Path]:
     """PIP against setting, one line per group (first scale effect); groups whose flag
-    changes are coloured and labelled, the rest grey. Writes ``out_base`` .png and .pdf."""
+    changes are coloured (the ``max_labels`` whose PIP moves most are labelled), the rest
+    grey. Writes ``out_base`` .png and .pdf."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -264,13 +264,17 @@ def plot_trajectories(pips: pd.DataFrame, out_base: Path, threshold: float = 0.7
         if g not in depends:
             ax.plot(x, row.values, color="0.75", lw=0.8, zorder=1)
     colours = plt.get_cmap("tab10")
-    for i, (g, row) in enumerate(wide[wide.index.isin(depends)].iterrows()):
+    changing = wide[wide.index.isin(depends)]
+    spread = (changing.max(axis=1) - changing.min(axis=1)).sort_values(ascending=False)
+    labelled = set(spread.index[:max_labels])  # label the groups whose PIP moves most
+    for i, (g, row) in enumerate(changing.iterrows()):
         c = colours(i % 10)
-        ax.plot(x, row.values, color=c, lw=1.8, marker="o", ms=3, zorder=3)
-        ax.annotate(str(g), (x[-1], row.values[-1]), xytext=(4, 0), textcoords="offset points", color=c,
-                    fontsize=8, va="center")
+        ax.plot(x, row.values, color=c, lw=1.6, marker="o", ms=3, zorder=3)
+        if g in labelled:
+            ax.annotate(str(g), (x[-1], row.values[-1]), xytext=(4, 0), textcoords="offset points", color=c,
+                        fontsize=8, va="center")
     ax.axhline(threshold, color="k", ls="--", lw=0.8)
-    ax.set_xticks(x, [re.sub(r", ", "\n", s) for s in order], fontsize=7)
+    ax.set_xticks(x, [s.replace(", scale_sd=", "\n") for s in order], fontsize=7)
     ax.set_ylim(-0.02, 1.02)
     ax.set_ylabel("PIP" if effect == "Intercept" else f"PIP ({effect})")
     ax.set_title(f"PIP across prior settings: {len(depends)} group(s) change flag (coloured)")
