@@ -1,4 +1,4 @@
-"""Command line: ``simstudy run / status / summarize / plot / report / fit / compare / generate``.
+"""Command line: ``simstudy run / status / summarize / plot / report / fit / sensitivity / compare / generate``.
 
 Each command parses its options and delegates to one function of the module that owns the
 work; heavy imports happen inside the commands so ``simstudy --help`` is instant.
@@ -137,7 +137,7 @@ def fit_cmd(
     data: Path = typer.Argument(..., help="CSV file, one row per observation"),
     location: str = typer.Option(..., help='location formula, e.g. "y ~ x + (1 | school)"'),
     scale: str = typer.Option(..., help='scale formula, e.g. "~ x + (1 | school)"'),
-    pi: float = typer.Option(0.5, help="prior inclusion probability"),
+    pi: str = typer.Option("0.5", help='prior inclusion probability: a number in (0, 1) or "beta(a, b)" (pi sampled)'),
     scale_sd: str = typer.Option("half_t(3, 1)", help="prior of the scale random-effect SDs"),
     location_sd: str = typer.Option("half_t(3, 1)", help="prior of the location random-effect SDs"),
     chains: int = typer.Option(4),
@@ -157,6 +157,33 @@ def fit_cmd(
         chains=chains, warmup=warmup, draws=draws, seed=seed, threshold=threshold, out=out,
         plots=plots, dropna=dropna,
     )
+
+
+@app.command()
+def sensitivity(
+    data: Path = typer.Argument(..., help="CSV file, one row per observation"),
+    location: str = typer.Option(..., help='location formula, e.g. "y ~ x + (1 | school)"'),
+    scale: str = typer.Option(..., help='scale formula, e.g. "~ x + (1 | school)"'),
+    pi: Optional[str] = typer.Option("0.1,0.25,0.5,0.75,beta(1,1)",
+                                     help='pi levels, comma-separated: numbers in (0, 1) and "beta(a, b)"'),
+    scale_sd: Optional[str] = typer.Option("half_t(3, 1)",
+                                           help='scale-SD prior levels, e.g. "half_t(3, 1),half_normal(0.25),half_cauchy(1)"'),
+    out: Path = typer.Option(..., help="output directory: pips.csv, settings.csv, psense.csv, figure, summary.txt"),
+    chains: int = typer.Option(4),
+    warmup: int = typer.Option(1000),
+    draws: int = typer.Option(1000),
+    seed: int = typer.Option(0),
+    threshold: float = typer.Option(0.75, help="PIP threshold for flagging"),
+    psense: bool = typer.Option(True, help="power-scaling sensitivity (arviz_stats.psense) of the default fit"),
+    dropna: bool = typer.Option(False, "--dropna", help="drop rows with missing values in used columns"),
+    progress: bool = typer.Option(True, help="show a progress bar"),
+):
+    """Refit one dataset under every (pi, scale-SD prior) combination: would the flags survive another prior?"""
+    from .realdata.sensitivity import sensitivity_command
+
+    sensitivity_command(data, location=location, scale=scale, pi=pi, scale_sd=scale_sd, out=out, threshold=threshold,
+                        chains=chains, warmup=warmup, draws=draws, seed=seed, dropna=dropna, psense=psense,
+                        progress=progress)
 
 
 @app.command()

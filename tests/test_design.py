@@ -447,3 +447,46 @@ def test_sensitivity_shares_compiled_programs():
     d = load_design(DESIGNS / "sensitivity.toml")
     keys = {t.shape_key for t in tasks(d)}
     assert len(keys) == 4  # one per (n_groups, group_size): pi and priors are runtime inputs
+
+
+# ------------------------------------------------------------------------------ Beta hyperprior on pi
+#: hashes of the shipped designs before pi could be "beta(a, b)" (computed on main): a
+#: design without a Beta level must keep its hash, ids and therefore its seeds
+SHIPPED_HASHES = {
+    "paper_study1.toml": "463691720045ed7d0e4ffe6f15423c54e903a728a31d78c2fc4e94d043290fea",
+    "paper_study2.toml": "93148da7ae89d8408a55013009d2f64efe4abd9d2c94bb632547861910491ef7",
+    "quickstart.toml": "c8030caccfa3c2aab089136b273a14d3afda77ca1128fd2086a34f3f7ef18cc2",
+    "sensitivity.toml": "b4655e7139e7c648a0f8e0ca72e55eafc07b38dee2605b02415f89f4ab48706e",
+    "smoke.toml": "d7e5c1e6a38f063d6e5441730501388f94e50e0c30212d1928fac865c0a5ab9d",
+}
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED_HASHES))
+def test_existing_designs_hash_the_same(name):
+    assert load_design(DESIGNS / name).hash == SHIPPED_HASHES[name]
+
+
+def test_pi_factor_mixes_numbers_and_beta_levels():
+    d = design('[factors]\npi = [0.1, 0.5, "Beta( 1,1 )", "beta(1, 9)"]')
+    cells = d.cells()
+    assert [c.model["pi"] for c in cells] == [0.1, 0.5, "beta(1, 1)", "beta(1, 9)"]
+    assert cells[2].priors().pi_is_beta and cells[3].priors().pi_mean == 0.1
+    assert not cells[0].priors().pi_is_beta
+    # a fixed-pi level keeps its id (and seeds) when Beta levels are added
+    plain = design("[factors]\npi = [0.1, 0.5]").cells()
+    assert [c.cell_id for c in plain] == [c.cell_id for c in cells[:2]]
+    assert "factors.pi[1]" in error_of('[factors]\npi = [0.5, "gamma(1, 1)"]')
+    assert "beta(1, 1)" in error_of('[factors]\npi = [0.5, "gamma(1, 1)"]')
+    assert "must be a positive" in error_of('[factors]\npi = ["beta(-1, 1)"]')
+    assert "duplicate level" in error_of('[factors]\npi = ["beta(1, 1)", "beta(1.0, 1)"]')
+
+
+def test_prior_mode_prior_pi_follows_the_model_pi_unless_set():
+    prior = BASE.replace("[generator]\n", '[generator]\nmode = "prior"\n')
+    d = design('[factors]\npi = [0.2, "beta(2, 3)"]', base=prior)
+    assert [c.generator["pi"] for c in d.cells()] == [0.2, "beta(2, 3)"]
+    assert d.cells()[1].generator_spec().pi == "beta(2, 3)"
+    fixed = design('[factors]\npi = [0.2, "beta(2, 3)"]', base=prior.replace("[generator]\n", "[generator]\nprior_pi = 0.3\n"))
+    assert [c.generator["pi"] for c in fixed.cells()] == [0.3, 0.3]
+    truth = design('[factors]\npi = [0.2, "beta(2, 3)"]')  # truth mode: prior_pi unused, default kept
+    assert [c.generator["pi"] for c in truth.cells()] == [0.5, 0.5]

@@ -608,3 +608,18 @@ def test_marginal_and_factor_helpers():
     assert mg["value"][0] == pytest.approx(sel.mean())
     assert mg["mcse"][0] == pytest.approx(math.sqrt(np.sum(se**2)) / 2)
     assert M.cell_pi(ds).values.tolist() == [0.5] * 4
+
+
+def test_bf_rule_with_beta_pi_levels():
+    """A pi factor mixing numbers and Beta hyperpriors is stored as text labels; the BF rule
+    uses each cell's prior mean (prior odds a / b): beta(1, 3) counts as pi = 0.25."""
+    ds = make_ds(np.full((3, 2, 4), 0.6), np.tile([1.0, 1.0, 0.0, 0.0], (3, 2, 1)),
+                 coords={"pi": ["0.5", "beta(1, 3)", "beta(1, 1)"]},
+                 design={"factors": {"pi": [0.5, "beta(1, 3)", "beta(1, 1)"]}})
+    np.testing.assert_allclose(M.cell_pi(ds).values, [0.5, 0.25, 0.5])
+    np.testing.assert_allclose(M.cell_thresholds(ds, rule="bf"), [0.75, 0.5, 0.75])
+    assert M.factor_levels(ds, "pi") == ["0.5", "beta(1, 3)", "beta(1, 1)"]
+    s = M.summarize(ds, rule="bf")
+    assert s.tpr.values.tolist() == [0.0, 1.0, 0.0]
+    ds2 = make_ds(np.full((1, 2, 4), 0.6), np.tile([1.0, 1.0, 0.0, 0.0], (1, 2, 1)), design={"model": {"pi": "beta(1, 3)"}})
+    np.testing.assert_allclose(M.cell_thresholds(ds2, rule="bf"), [0.5])

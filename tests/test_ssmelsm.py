@@ -2,6 +2,7 @@
 NumPy/SciPy computation, and the runtime-selected SD priors against SciPy."""
 
 import itertools
+import re
 from functools import partial
 
 import jax
@@ -165,3 +166,51 @@ def test_two_effect_correlation_prior_equals_lkj(eta):
         assert np.allclose(tr["L_corr"]["value"], [[1, 0], [rho, np.sqrt(1 - rho**2)]])
         factor = tr["rho_prior"]["fn"].log_prob(tr["rho_prior"]["value"])
         assert float(np.sum(factor)) == pytest.approx(ours(rho), abs=1e-12)
+
+
+@pytest.mark.parametrize("K", [1, 2])
+@pytest.mark.parametrize("sufficient", [True, False])
+def test_beta_pi_at_a_point_equals_fixed_pi(K, sufficient):
+    """With pi ~ Beta(a, b) sampled, the log density at pi = p is the fixed-pi (p) model's
+    plus log Beta(p | a, b) plus the logit Jacobian log p(1 - p), exactly; the full-conditional
+    inclusion probabilities are the same numbers."""
+    from numpyro.infer.util import constrain_fn
+
+    data = _group_level_data(K)
+    beta_priors = Priors(pi="beta(2, 7)")
+    s_beta = structure_for(data, beta_priors, sufficient=sufficient)
+    assert s_beta.beta_pi
+    arrays = model_arrays(data, s_beta)
+    h_beta = hyper_arrays(data, beta_priors)
+    for seed, p in [(0, 0.13), (1, 0.5), (2, 0.91)]:
+        s_fix = structure_for(data, Priors(pi=p), sufficient=sufficient)
+        assert not s_fix.beta_pi
+        h_fix = hyper_arrays(data, Priors(pi=p))
+        params = _random_params(data, s_fix, seed)
+        params_b = {**params, "pi": np.log(p) - np.log1p(-p)}
+        pe_fix = float(potential_energy(partial(ssmelsm, structure=s_fix), (arrays, h_fix), {}, params))
+        pe_beta = float(potential_energy(partial(ssmelsm, structure=s_beta), (arrays, h_beta), {}, params_b))
+        expected = stats.beta.logpdf(p, 2, 7) + np.log(p * (1 - p))
+        assert abs((-pe_beta) - (-pe_fix) - expected) <= 1e-9 * max(1.0, abs(pe_fix))
+        det_fix = constrain_fn(partial(ssmelsm, structure=s_fix), (arrays, h_fix), {}, params, True)
+        det_beta = constrain_fn(partial(ssmelsm, structure=s_beta), (arrays, h_beta), {}, params_b, True)
+        np.testing.assert_allclose(det_beta["pi"], p, rtol=1e-12)
+        np.testing.assert_allclose(det_beta["incl_prob"], det_fix["incl_prob"], rtol=1e-10, atol=1e-14)
+
+
+def test_pi_parsing():
+    from simstudy.model.priors import BetaPrior, PriorError, bayes_factor, parse_pi, pip_threshold_for_bf
+
+    assert parse_pi("beta(1, 9)") == BetaPrior(1.0, 9.0)
+    assert parse_pi(" Beta( 2 ,3 ) ") == BetaPrior(2.0, 3.0)
+    assert parse_pi("0.25") == 0.25 and parse_pi(0.5) == 0.5
+    assert str(Priors(pi="beta(1,1)").pi) == "beta(1, 1)"
+    p = Priors(pi="beta(1, 3)")
+    assert p.pi_is_beta and p.pi_mean == 0.25 and abs(p.prior_odds - 1 / 3) < 1e-15
+    # BF10 under beta(a, b) uses the prior odds a / b (the odds of the prior mean)
+    np.testing.assert_allclose(bayes_factor([0.5, 0.75], BetaPrior(1, 3)), [3.0, 9.0])
+    assert pip_threshold_for_bf(3.0, BetaPrior(1, 1)) == pip_threshold_for_bf(3.0, 0.5)
+    for bad, words in [("beta(0, 1)", "a must be a positive"), ("beta(1)", "beta(1, 1)"), ("gamma(1, 2)", "beta(1, 1)"),
+                       (1.5, "between 0 and 1"), (True, "number in (0, 1)")]:
+        with pytest.raises(PriorError, match=re.escape(words)):
+            Priors(pi=bad)

@@ -113,6 +113,9 @@ def factor_levels(ds: xr.Dataset, name: str) -> list:
     info = design_info(ds)
     present = _levels(np.asarray(ds[name].values))
     declared = info.get("factors", {}).get(name)
+    if declared and present and all(isinstance(v, str) for v in present):
+        # a factor mixing numbers and text (pi = [0.5, "beta(1, 1)"]) is stored as text labels
+        declared = [v if isinstance(v, str) else f"{v:g}" for v in declared]
     if declared:
         ordered = [v for v in declared if v in present]
         if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
@@ -130,12 +133,18 @@ def varying_factors(ds: xr.Dataset) -> list[str]:
 
 def cell_pi(ds: xr.Dataset) -> xr.DataArray:
     """The model's prior inclusion probability per cell: the ``pi`` coordinate when it is a
-    cell coordinate, else the design's fixed ``model.pi`` (default 0.5)."""
+    cell coordinate, else the design's fixed ``model.pi`` (default 0.5). A Beta hyperprior
+    (text level ``"beta(a, b)"``; where a pi factor mixes numbers and Betas every level is
+    text, e.g. ``"0.5"``) counts with its mean ``a / (a + b)``, so the BF rule uses the prior
+    odds ``a / b``."""
+    from ..model.priors import pi_mean
+
     if "pi" in ds.coords and ds["pi"].dims == ("cell",):
-        vals = np.asarray(ds["pi"].values, dtype=float)
+        vals = np.array([pi_mean(v) for v in _as_str(ds["pi"].values)] if ds["pi"].dtype.kind in "USO"
+                        else np.asarray(ds["pi"].values, dtype=float), dtype=float)
     else:
         pi = design_info(ds).get("model", {}).get("pi", 0.5)
-        vals = np.full(ds.sizes["cell"], float(0.5 if pi is None else pi))
+        vals = np.full(ds.sizes["cell"], pi_mean(0.5 if pi is None else pi))
     return xr.DataArray(vals, dims="cell", name="model_pi")
 
 

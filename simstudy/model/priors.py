@@ -7,6 +7,11 @@ Defaults follow the R package ivd:
 * scale fixed effects ``N(0, 3)``;
 * every random-effect SD half-Student-t(3, 0, 1); LKJ(1) correlation; ``pi = 0.5``.
 
+``pi`` is either a number in (0, 1) (fixed prior inclusion probability) or a Beta
+hyperprior written ``"beta(a, b)"`` (:class:`BetaPrior`): then pi is a parameter, the data
+set it, and the multiplicity penalty grows with the number of groups (Scott & Berger 2010).
+Bayes factors under a Beta prior use the prior odds of its mean, ``a / b``.
+
 SD priors are written compactly, as in design files: ``"half_t(3, 1)"`` (df, scale),
 ``"half_normal(0.5)"`` (scale), ``"half_cauchy(1)"`` (scale), ``"exponential(1)"`` (rate).
 Every *value* here (pi, scales, df, LKJ eta, prior SDs and the family itself) reaches the
@@ -124,6 +129,81 @@ class SDPrior:
         return stats.expon.logpdf(tau, scale=1.0 / self.params[0])
 
 
+@dataclass(frozen=True)
+class BetaPrior:
+    """Beta(a, b) hyperprior on the prior inclusion probability pi (``"beta(1, 1)"``)."""
+
+    a: float = 1.0
+    b: float = 1.0
+
+    def __post_init__(self):
+        for name in ("a", "b"):
+            value = float(getattr(self, name))
+            if not (math.isfinite(value) and value > 0):
+                raise PriorError(f"pi = beta(a, b): {name} must be a positive number, got {value}; write e.g. 'beta(1, 1)'")
+            object.__setattr__(self, name, value)
+
+    @classmethod
+    def parse(cls, text: "str | BetaPrior") -> "BetaPrior":
+        """Parse ``"beta(a, b)"`` (case and spaces free)."""
+        if isinstance(text, BetaPrior):
+            return text
+        m = re.fullmatch(r"\s*beta\s*\(\s*([^,()]+),([^,()]+)\)\s*", str(text), flags=re.IGNORECASE)
+        if not m:
+            raise PriorError(f"pi: cannot read {text!r}; write a number in (0, 1) such as 0.5, or a Beta "
+                             "hyperprior such as 'beta(1, 1)'")
+        try:
+            a, b = float(m.group(1)), float(m.group(2))
+        except ValueError:
+            raise PriorError(f"pi: {text!r}: the Beta parameters must be numbers, e.g. 'beta(1, 9)'") from None
+        return cls(a, b)
+
+    @property
+    def mean(self) -> float:
+        return self.a / (self.a + self.b)
+
+    def sample(self, rng: np.random.Generator, size=None) -> np.ndarray:
+        return rng.beta(self.a, self.b, size=size)
+
+    def __str__(self) -> str:
+        return f"beta({self.a:g}, {self.b:g})"
+
+
+def parse_pi(value) -> "float | BetaPrior":
+    """A fixed pi (number strictly in (0, 1), also given as text like ``"0.25"``) or a
+    :class:`BetaPrior` (``"beta(a, b)"``); anything else raises :class:`PriorError`."""
+    if isinstance(value, BetaPrior):
+        return value
+    if isinstance(value, bool):
+        raise PriorError(f"pi must be a number in (0, 1) or 'beta(a, b)', got {value!r}")
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return BetaPrior.parse(value)
+    try:
+        return _check_unit("pi", value)
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, PriorError):
+            raise
+        raise PriorError(f"pi must be a number in (0, 1) or 'beta(a, b)', got {value!r}") from None
+
+
+def pi_mean(pi) -> float:
+    """The prior mean of pi: the number itself, or ``a / (a + b)`` for ``beta(a, b)``
+    (numeric arrays pass through unchanged)."""
+    if isinstance(pi, np.ndarray) and pi.dtype.kind in "fiu" and pi.ndim > 0:
+        return pi.astype(float)
+    pi = parse_pi(pi)
+    return pi.mean if isinstance(pi, BetaPrior) else float(pi)
+
+
+def pi_label(pi) -> str:
+    """Canonical text of a pi setting: ``"0.5"`` or ``"beta(1, 1)"``."""
+    pi = parse_pi(pi)
+    return str(pi) if isinstance(pi, BetaPrior) else f"{pi:g}"
+
+
 def _check_unit(name: str, value: float) -> float:
     value = float(value)
     if not (0.0 < value < 1.0):
@@ -148,7 +228,7 @@ class Priors:
     structure, every other value is a runtime input.
     """
 
-    pi: float = 0.5
+    pi: "float | BetaPrior" = 0.5
     location_sd: SDPrior = field(default_factory=SDPrior)
     scale_sd: SDPrior = field(default_factory=SDPrior)
     lkj_eta: float = 1.0
@@ -159,7 +239,7 @@ class Priors:
     correlated: bool = True
 
     def __post_init__(self):
-        object.__setattr__(self, "pi", _check_unit("pi", self.pi))
+        object.__setattr__(self, "pi", parse_pi(self.pi))
         object.__setattr__(self, "location_sd", SDPrior.parse(self.location_sd))
         object.__setattr__(self, "scale_sd", SDPrior.parse(self.scale_sd))
         object.__setattr__(self, "lkj_eta", _check_pos("lkj_eta", self.lkj_eta))
@@ -172,12 +252,24 @@ class Priors:
         return replace(self, **changes)
 
     @property
+    def pi_is_beta(self) -> bool:
+        """True when pi has a Beta hyperprior (a sampled parameter)."""
+        return isinstance(self.pi, BetaPrior)
+
+    @property
+    def pi_mean(self) -> float:
+        """Prior mean of pi (the fixed value, or ``a / (a + b)``)."""
+        return pi_mean(self.pi)
+
+    @property
     def prior_odds(self) -> float:
-        return self.pi / (1.0 - self.pi)
+        """Prior odds of inclusion used by BF10: ``pi / (1 - pi)``, or ``a / b`` (the odds of
+        the prior mean) under ``beta(a, b)``."""
+        return self.pi_mean / (1.0 - self.pi_mean)
 
     def describe(self) -> dict:
         return {
-            "pi": self.pi,
+            "pi": self.pi if not self.pi_is_beta else str(self.pi),
             "location_sd": str(self.location_sd),
             "scale_sd": str(self.scale_sd),
             "lkj_eta": self.lkj_eta,
@@ -187,13 +279,17 @@ class Priors:
         }
 
 
-def bayes_factor(pip, pi: float) -> np.ndarray:
-    """BF10 = posterior odds / prior odds = [PIP/(1-PIP)] / [pi/(1-pi)]."""
+def bayes_factor(pip, pi) -> np.ndarray:
+    """BF10 = posterior odds / prior odds = [PIP/(1-PIP)] / [pi/(1-pi)]; a ``beta(a, b)`` pi
+    uses its mean's odds ``a / b``."""
+    pi = pi_mean(pi)
     pip = np.asarray(pip, dtype=float)
     with np.errstate(divide="ignore"):
         return (pip / (1.0 - pip)) / (pi / (1.0 - pi))
 
 
-def pip_threshold_for_bf(bf: float, pi: float) -> float:
-    """PIP at which BF10 equals ``bf``: ``bf pi / (1 - pi + bf pi)`` (3pi/(1+2pi) for BF 3)."""
+def pip_threshold_for_bf(bf: float, pi) -> float:
+    """PIP at which BF10 equals ``bf``: ``bf pi / (1 - pi + bf pi)`` (3pi/(1+2pi) for BF 3);
+    a ``beta(a, b)`` pi uses its mean."""
+    pi = pi_mean(pi)
     return bf * pi / (1.0 - pi + bf * pi)

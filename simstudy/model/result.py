@@ -18,7 +18,7 @@ from .priors import Priors, bayes_factor
 #: convergence rule shared by fits and the grid: R-hat of every hyperparameter below this
 RHAT_MAX = 1.01
 #: hyperparameters (scalar-ish posterior variables) used for convergence checks
-HYPER_VARS = ("beta", "eta", "tau", "corr")
+HYPER_VARS = ("beta", "eta", "tau", "corr", "pi")
 
 
 @dataclass(eq=False)
@@ -106,7 +106,8 @@ class FitResult:
         return table[table["flagged"]].sort_values(table.columns[3], ascending=False)
 
     def summary_table(self, ci_prob: float = 0.95) -> pd.DataFrame:
-        """Fixed effects, random-effect SDs and correlations with intervals, R-hat and ESS."""
+        """Fixed effects, random-effect SDs, correlations and (under a Beta hyperprior) pi, with
+        intervals, R-hat and ESS."""
         var_names = [v for v in HYPER_VARS if v in self.posterior]
         post = self.posterior[var_names]
         if "corr" in post:
@@ -194,6 +195,7 @@ def _dims(data: MelsmData) -> tuple[dict, dict]:
         "combo_prob": ["group", "combo"],
         "group_mean": ["group"],
         "group_sd": ["group"],
+        "pi": [],
     }
     return dims, coords
 
@@ -212,7 +214,7 @@ def batch_diagnostics(records: dict, pips: bool = True) -> xr.Dataset:
     per-draw inclusion probabilities) of every dataset in a batch: variables with dims
     (dataset, ...). The PIP diagnostics are most of the cost (one per group)."""
     variables = {}
-    wanted = ("beta", "eta", "tau", "incl_prob") if pips else ("beta", "eta", "tau")
+    wanted = ("beta", "eta", "tau", "pi", "incl_prob") if pips else ("beta", "eta", "tau", "pi")
     for name, value in records.items():
         if name in wanted:
             variables[name] = value

@@ -81,6 +81,8 @@ def _record_names(structure: Structure) -> tuple[str, ...]:
         names.append("L_corr")
     if structure.k_scale > 1:
         names.append("combo_prob")  # for K = 1 it is (1 - incl_prob, incl_prob)
+    if structure.beta_pi:
+        names.append("pi")
     return tuple(names)
 
 
@@ -227,6 +229,9 @@ def initial_values(data: MelsmData, structure: Structure, rng: np.random.Generat
         init["z_scale"] = rng.uniform(-0.5, 0.5, (chains, J, structure.k_scale))
     else:
         init["z"] = rng.uniform(-0.5, 0.5, (chains, J, Q))
+    if structure.beta_pi:
+        p = rng.uniform(0.1, 0.5, chains)
+        init["pi"] = np.log(p) - np.log1p(-p)  # unconstrained: logit(pi)
     return init
 
 

@@ -9,6 +9,10 @@ For observation ``i`` in group ``j = g(i)``:
 
 with ``v_j = (u_j, t_j) = diag(tau) L z_j`` (``L`` the LKJ Cholesky factor, identity for
 independent effects) and ``delta_jk ~ Bernoulli(pi)`` for each of the K scale random effects.
+``pi`` is a runtime constant, or with a ``beta(a, b)`` hyperprior a sampled site
+``pi ~ Beta(a, b)`` (NUTS moves on logit(pi)); the marginal likelihood below then uses the
+sampled pi, and ``incl_prob`` is the full conditional given it, so the Rao-Blackwellised PIP
+``E[incl_prob | y]`` keeps its form (it now averages over pi's posterior too).
 
 The indicators are marginalised: for each group, with ``c`` running over the ``2^K``
 indicator combinations,
@@ -61,6 +65,8 @@ class Structure:
     centered_location: bool = True
     #: for each location random effect, the fixed-effect column it shares (or -1)
     loc_match: tuple[int, ...] = ()
+    #: pi ~ Beta(a, b) is sampled (a and b are runtime values); False: pi is a runtime constant
+    beta_pi: bool = False
 
     @property
     def n_random(self) -> int:
@@ -93,7 +99,8 @@ def structure_for(data: MelsmData, priors: Priors, *, sufficient: bool | None = 
         centered_location = bool(np.median(data.group_sizes) >= 10)
     correlated = priors.correlated and (d["Q_loc"] + d["K"]) > 1
     loc_match = tuple(_matching_column(data.Z_loc[:, q], data.X) for q in range(d["Q_loc"]))
-    return Structure(data.n_groups, d["Q_loc"], d["K"], correlated, bool(sufficient), bool(centered_location), loc_match)
+    return Structure(data.n_groups, d["Q_loc"], d["K"], correlated, bool(sufficient), bool(centered_location), loc_match,
+                     beta_pi=priors.pi_is_beta)
 
 
 def _matching_column(z: np.ndarray, X: np.ndarray) -> int:
@@ -131,8 +138,10 @@ def hyper_arrays(data: MelsmData, priors: Priors) -> dict[str, np.ndarray]:
         beta_mean[intercept] = y_mean if priors.location_intercept_mean is None else priors.location_intercept_mean
         beta_sd[intercept] = 3.0 * y_sd if priors.location_intercept_sd is None else priors.location_intercept_sd
     sd_prior = np.stack([priors.location_sd.as_array()] * d["Q_loc"] + [priors.scale_sd.as_array()] * d["K"])
+    # fixed pi: the value; Beta hyperprior: its (a, b) (a different program, see Structure.beta_pi)
+    pi = {"pi_ab": np.array([priors.pi.a, priors.pi.b])} if priors.pi_is_beta else {"pi": np.float64(priors.pi)}
     return {
-        "pi": np.float64(priors.pi),
+        **pi,
         "beta_mean": beta_mean,
         "beta_sd": beta_sd,
         "eta_mean": np.zeros(d["S"]),
@@ -213,10 +222,12 @@ def ssmelsm(arrays, hyper, structure: Structure):
         v = (z @ L.T) * tau
         u, t = v[:, :Ql], v[:, Ql:]
 
-    n_in = jnp.sum(combos, axis=1)
-    log_prior_c = n_in * jnp.log(hyper["pi"]) + (K - n_in) * jnp.log1p(-hyper["pi"])
+    if structure.beta_pi:
+        pi = numpyro.sample("pi", dist.Beta(hyper["pi_ab"][0], hyper["pi_ab"][1]))
+    else:
+        pi = hyper["pi"]
     ll_jc = group_loglik(arrays, beta, eta, u, t, combos, structure)  # (J, C)
-    logits = ll_jc + log_prior_c
+    logits = ll_jc + combo_log_prior(pi, combos)
     numpyro.factor("loglik", jnp.sum(logsumexp(logits, axis=1)))
 
     combo_prob = jax.nn.softmax(logits, axis=1)
@@ -229,6 +240,12 @@ def ssmelsm(arrays, hyper, structure: Structure):
     numpyro.deterministic("group_mean", arrays["X_mean"] @ beta + jnp.sum(arrays["Z_loc_mean"] * u, axis=1))
     ls_group = (arrays["W_mean"] @ eta)[:, None] + (arrays["Z_scale_mean"] * t) @ combos.T
     numpyro.deterministic("group_sd", jnp.sum(combo_prob * jnp.exp(ls_group), axis=1))
+
+
+def combo_log_prior(pi, combos):
+    """``log p(c | pi) = n_c log pi + (K - n_c) log(1 - pi)`` for each indicator combination."""
+    n_in = jnp.sum(combos, axis=1)
+    return n_in * jnp.log(pi) + (combos.shape[1] - n_in) * jnp.log1p(-pi)
 
 
 def group_loglik(arrays, beta, eta, u, t, combos, structure: Structure):

@@ -74,6 +74,7 @@ _SECTIONS = (
     ("eta", "Scale model: fixed effects (log residual SD)"),
     ("tau", "Random effects: standard deviations"),
     ("corr", "Random effects: correlations"),
+    ("pi", "Prior inclusion probability pi (Beta hyperprior)"),
 )
 
 
@@ -95,6 +96,13 @@ def summary_sections(fit, ci_prob: float = 0.95) -> dict[str, pd.DataFrame]:
             rows.index = [str(i)[len(var) + 1 : -1] if str(i).startswith(var + "[") else str(i) for i in rows.index]
             out[title] = rows
     return out
+
+
+def _pi_text(pi) -> str:
+    """``0.5`` or ``beta(1, 1)`` (BF10 then uses the prior mean's odds a/b)."""
+    from ..model.priors import pi_label
+
+    return pi_label(pi)
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -173,7 +181,7 @@ def print_summary(fit, threshold: float = 0.75, *, console=None, loo=None, waic=
     head.add_row("Data", f"{data.n_obs} observations in {data.n_groups} groups ({escape(str(data.group_name))})"
                  + (f"; {dropped} rows with missing values dropped" if dropped else ""))
     p = fit.priors
-    head.add_row("Priors", f"pi = {p.pi:g}; location SDs {p.location_sd}; scale SDs {p.scale_sd}; LKJ({p.lkj_eta:g})")
+    head.add_row("Priors", f"pi = {_pi_text(p.pi)}; location SDs {p.location_sd}; scale SDs {p.scale_sd}; LKJ({p.lkj_eta:g})")
     head.add_row("MCMC", f"NUTS, {settings.chains} chains x ({settings.warmup} warmup + {settings.draws} draws), "
                  f"seed {fit.seed}")
     head.add_row("Time", f"compile {fit.compile_s:.1f} s, sampling {fit.sample_s:.1f} s")
@@ -213,7 +221,7 @@ def print_summary(fit, threshold: float = 0.75, *, console=None, loo=None, waic=
 
     flagged = flagged_groups(fit, threshold)
     pips = _pip_cols(flagged)
-    title_g = (f"Groups with PIP ≥ {threshold:g} (pi = {fit.priors.pi:g}): {len(flagged)} of {data.n_groups}")
+    title_g = (f"Groups with PIP ≥ {threshold:g} (pi = {_pi_text(fit.priors.pi)}): {len(flagged)} of {data.n_groups}")
     if len(flagged) == 0:
         console.print(f"[bold]{title_g}[/bold]")
         return
@@ -371,7 +379,7 @@ def _summary_csv_table(fit) -> pd.DataFrame:
         rows = rows.copy()
         rows.insert(0, "section", names[title])
         rows.insert(1, "term", rows.index)
-        rows.index = [f"{names[title]}[{t}]" for t in rows.index]
+        rows.index = [names[title] if t == names[title] else f"{names[title]}[{t}]" for t in rows.index]  # pi: scalar
         frames.append(rows)
     table = pd.concat(frames)
     table.index.name = "parameter"
@@ -442,7 +450,7 @@ def fit_command(
     *,
     location: str,
     scale: str,
-    pi: float = 0.5,
+    pi: "float | str" = 0.5,
     scale_sd: str = "half_t(3, 1)",
     location_sd: str = "half_t(3, 1)",
     chains: int = 4,

@@ -29,7 +29,7 @@ __all__ = ["fit_formula", "make_priors", "fitting_progress"]
 def make_priors(
     priors: Priors | None = None,
     *,
-    pi: float | None = None,
+    pi: "float | str | None" = None,
     scale_sd: str | SDPrior | None = None,
     location_sd: str | SDPrior | None = None,
 ) -> Priors:
@@ -41,7 +41,9 @@ def make_priors(
     base = priors or Priors()
     changes = {}
     if pi is not None:
-        changes["pi"] = pi
+        from ..model.priors import parse_pi
+
+        changes["pi"] = parse_pi(pi)
     if scale_sd is not None:
         changes["scale_sd"] = SDPrior.parse(scale_sd)
     if location_sd is not None:
@@ -99,7 +101,7 @@ def fit_formula(
     scale: str,
     priors: Priors | None = None,
     *,
-    pi: float | None = None,
+    pi: "float | str | None" = None,
     scale_sd: str | SDPrior | None = None,
     location_sd: str | SDPrior | None = None,
     chains: int = 4,

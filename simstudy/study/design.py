@@ -381,10 +381,18 @@ class _Parser:
             by_id[cell.cell_id] = cell
             cells.append(cell)
 
+        pi_explicit = "prior_pi" in fixed_all or "prior_pi" in factors
+
+        def link(settings: dict, explicit: bool) -> dict:
+            """Prior-matched data: an unset prior_pi follows the model's pi in prior mode."""
+            if settings["mode"] == "prior" and not explicit:
+                settings["prior_pi"] = settings["pi"]
+            return settings
+
         for fv in kept:
-            add(fv, {**base, **fv}, "grid")
+            add(fv, link({**base, **fv}, pi_explicit), "grid")
         for i, ex in enumerate(extra):
-            settings = {**base, **ex}
+            settings = link({**base, **ex}, pi_explicit or "prior_pi" in ex)
             identity = {n: settings[n] for n in names}
             for k, v in ex.items():
                 if k not in identity and _canonical(v) != _canonical(base[k]):

@@ -21,7 +21,8 @@ For groups ``j = 0..J-1`` with ``n_j`` observations each::
   is the only way ``rho`` enters the fixed mode.
 
 ``mode="prior"`` draws the truth from the SS-MELSM's own prior instead (for calibration
-checks): ``delta_j ~ Bernoulli(pi)``, ``tau_u ~ prior_location_sd``, ``tau_t ~
+checks): ``delta_j ~ Bernoulli(pi)`` (with ``pi = "beta(a, b)"`` each dataset first draws
+its own ``pi ~ Beta(a, b)``, as the model with a Beta hyperprior assumes), ``tau_u ~ prior_location_sd``, ``tau_t ~
 prior_scale_sd``, ``rho ~ U(-1, 1)`` (LKJ(1) in two dimensions) and
 ``t_j = delta_j tau_t (rho z_u,j + sqrt(1 - rho^2) z_t,j)``; ``share_inconsistent``,
 ``count_mode``, ``effect``, ``slab_sd``, ``magnitude``, ``direction``, ``tau_u`` and ``rho``
@@ -47,7 +48,7 @@ from pathlib import Path
 import numpy as np
 
 from simstudy.model.data import MelsmData
-from simstudy.model.priors import PriorError, SDPrior
+from simstudy.model.priors import BetaPrior, PriorError, SDPrior, parse_pi
 
 SIZE_DISTS = ("balanced", "poisson", "uniform", "saeb")
 COUNT_MODES = ("exact", "bernoulli")
@@ -109,7 +110,7 @@ class GeneratorSpec:
     eta_within: float = 0.0
     eta_between: float = 0.0
     mode: str = "truth"
-    pi: float = 0.5
+    pi: float | str = 0.5  # a number, or "beta(a, b)" (prior mode draws pi per dataset)
     prior_location_sd: str = "half_normal(0.5)"
     prior_scale_sd: str = "half_normal(0.5)"
 
@@ -149,7 +150,8 @@ class GeneratorSpec:
         if self.covariates:
             need(self.x_within_sd > 0, "x_within_sd", "covariates=true needs x_within_sd > 0 (else x_within is all 0)")
             need(self.x_between_sd > 0, "x_between_sd", "covariates=true needs x_between_sd > 0 (else x_between is all 0)")
-        need(0.0 < self.pi < 1.0, "pi", "a prior inclusion probability; set 0 < pi < 1")
+        if not isinstance(self.pi, str):
+            need(0.0 < self.pi < 1.0, "pi", "a prior inclusion probability; set 0 < pi < 1")
 
     def replace(self, **changes) -> "GeneratorSpec":
         return spec_from_dict({**asdict(self), **changes})
@@ -157,6 +159,15 @@ class GeneratorSpec:
 
 def _coerce(name: str, kind: str, value):
     """Check a field's type (naming the field) and normalise it (int/float/str/bool)."""
+    if name == "pi":
+        if isinstance(value, (bool, np.bool_)):
+            raise SpecError(f"pi: expected a number in (0, 1) or 'beta(a, b)', got {value!r}")
+        if isinstance(value, str):
+            try:
+                parsed = parse_pi(value)
+            except PriorError as err:
+                raise SpecError(str(err)) from None
+            return str(parsed) if isinstance(parsed, BetaPrior) else parsed
     optional = kind.endswith("| None")
     base = kind.split("|")[0].strip()
     if value is None and optional:
@@ -343,10 +354,11 @@ def _group_effects(spec: GeneratorSpec, rng_re, rng_ind):
         tau_u = float(SDPrior.parse(spec.prior_location_sd).sample(rng_re))
         tau_t = float(SDPrior.parse(spec.prior_scale_sd).sample(rng_re))
         rho = float(rng_re.uniform(-1.0, 1.0))
-        delta = rng_ind.random(J) < spec.pi
+        pi = float(BetaPrior.parse(spec.pi).sample(rng_ind)) if isinstance(spec.pi, str) else spec.pi
+        delta = rng_ind.random(J) < pi
         slab = correlated_slab(z_u, z_t, tau_t, rho)
         t = np.where(delta, slab, 0.0)
-        params = dict(tau_u=tau_u, tau_t=tau_t, rho=rho, pi=spec.pi, magnitude=math.nan)
+        params = dict(tau_u=tau_u, tau_t=tau_t, rho=rho, pi=pi, magnitude=math.nan)
     else:
         tau_u, rho = spec.tau_u, spec.rho
         delta = draw_indicators(spec.share_inconsistent, J, spec.count_mode, rng_ind)

@@ -14,6 +14,12 @@ Setting names are unqualified and each belongs to exactly one namespace (see
   scale_fixed_sd, location_intercept_mean, location_intercept_sd.
 * mcmc: chains, warmup, draws, target_accept, max_tree_depth.
 
+``pi`` and ``prior_pi`` are a number in (0, 1) or a Beta hyperprior ``"beta(a, b)"`` (text,
+stored in canonical form ``"beta(1, 1)"``; numbers stay numbers, so designs without a Beta
+level hash as before); a factor may mix them: ``pi = [0.1, 0.5, "beta(1, 1)"]``. With
+``mode = "prior"`` and ``prior_pi`` not set anywhere in the design, a cell's ``prior_pi``
+is its model ``pi`` (prior-matched data: under ``beta(a, b)`` each dataset draws its own pi).
+
 Rules: ints are accepted for float settings, bools never for numbers; SD priors are text
 read by :meth:`simstudy.model.priors.SDPrior.parse` and stored in canonical form
 (``"half_t(3, 1)"``); a factor may not also be set in a fixed section; factor levels must be
@@ -98,6 +104,21 @@ class Setting:
                 dym = f" (did you mean {hint[0]!r}?)" if hint else ""
                 raise _Bad(f"{value!r} is not one of {_fmt_choices(self.choices)}{dym}")
             out = value
+        elif kind == "pi_prior":
+            from ..model.priors import BetaPrior, PriorError
+
+            if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+                raise _Bad(f"{value!r} is not a number or text ({_typename(value)}); write e.g. {self.name} = 0.5 "
+                           f"or {self.name} = \"beta(1, 1)\"")
+            if isinstance(value, str):
+                try:
+                    parsed = BetaPrior.parse(value)
+                except PriorError as exc:
+                    raise _Bad(f"{value!r}: {exc}") from None
+                return str(parsed)
+            out = float(value)
+            if not math.isfinite(out):
+                raise _Bad(f"{value!r} is not a finite number")
         elif kind == "sd_prior":
             from ..model.priors import PriorError, SDPrior
 
@@ -197,11 +218,12 @@ SETTINGS: dict[str, Setting] = {
         _S("eta_within", _G, "float", 0.0, doc="scale slope, within"),
         _S("eta_between", _G, "float", 0.0, doc="scale slope, between"),
         _S("mode", _G, "str", "truth", choices=("truth", "prior"), doc="truth: fixed parameters; prior: draw them from the prior"),
-        _S("prior_pi", _G, "float", 0.5, _open(0, 1), field_name="pi", doc="inclusion probability for mode = 'prior', in (0, 1)"),
+        _S("prior_pi", _G, "pi_prior", 0.5, _open(0, 1), field_name="pi",
+           doc="inclusion probability for mode = 'prior', in (0, 1), or 'beta(a, b)' (default: the model's pi)"),
         _S("prior_location_sd", _G, "sd_prior", "half_normal(0.5)", doc="location SD prior for mode = 'prior'"),
         _S("prior_scale_sd", _G, "sd_prior", "half_normal(0.5)", doc="scale SD prior for mode = 'prior'"),
         # model (Priors)
-        _S("pi", _M, "float", 0.5, _open(0, 1), doc="prior inclusion probability, in (0, 1)"),
+        _S("pi", _M, "pi_prior", 0.5, _open(0, 1), doc="prior inclusion probability, in (0, 1), or 'beta(a, b)'"),
         _S("location_sd", _M, "sd_prior", "half_t(3, 1)", doc="prior of the location random-effect SD"),
         _S("scale_sd", _M, "sd_prior", "half_t(3, 1)", doc="prior of the scale random-effect SD (slab)"),
         _S("lkj_eta", _M, "float", 1.0, _gt(0), doc="LKJ shape of the random-effect correlation (> 0)"),

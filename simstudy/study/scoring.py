@@ -79,6 +79,7 @@ SCHEMA: dict[str, dict] = {
     **_summaries("gamma0", "the location intercept", "units of y"),
     **_summaries("rho", "the location-scale random-intercept correlation (NaN: uncorrelated model)", "1"),
     "ess_bulk_tau_t": _v(_F, "bulk ESS of tau_t", "1"),
+    **_summaries("pi", "the prior inclusion probability pi (NaN: pi fixed by the model)", "1"),
     # ---- per fit: truth
     "tau_t_true": _v(_F, "true SD of the scale effects: the slab SD (NaN for effect = 'fixed')", "1"),
     "tau_u_true": _v(_F, "true SD of the location random intercepts", "units of y"),
@@ -86,6 +87,8 @@ SCHEMA: dict[str, dict] = {
     "gamma0_true": _v(_F, "true location intercept", "units of y"),
     "rho_true": _v(_F, "true location-scale correlation of the slab draws", "1"),
     "n_inconsistent_true": _v(_F, "number of truly inconsistent groups", "1"),
+    "share_true": _v(_F, "true share of inconsistent groups in the dataset (n_inconsistent_true / J)", "1"),
+    "pi_true": _v(_F, "generating inclusion probability of prior-mode data (NaN in truth mode)", "1"),
 }
 
 
@@ -209,6 +212,7 @@ def score_fit(fit: "FitResult", truth: "Truth", n_groups_max: int) -> dict[str, 
         summaries["rho"] = _draws(_sel_name(corr, "random_effect_bis", "scale:Intercept"))
     else:
         summaries["rho"] = np.array([])
+    summaries["pi"] = _draws(post["pi"]) if "pi" in post else np.array([])
     for base, draws in summaries.items():
         mean, q05, q95 = _summary(draws)
         rec[f"{base}_mean"], rec[f"{base}_q05"], rec[f"{base}_q95"] = scalar(mean), scalar(q05), scalar(q95)
@@ -224,6 +228,8 @@ def score_fit(fit: "FitResult", truth: "Truth", n_groups_max: int) -> dict[str, 
     rec["rho_true"] = scalar(_param(p, "rho"))
     rec["n_inconsistent_true"] = scalar(_param(p, "n_inconsistent") if "n_inconsistent" in p
                                         else float(np.sum(truth.delta)))
+    rec["share_true"] = scalar(float(np.mean(truth.delta)))
+    rec["pi_true"] = scalar(_param(p, "pi"))
     return rec
 
 

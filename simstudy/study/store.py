@@ -133,8 +133,12 @@ def _coord_values(cells, name: str) -> tuple[np.ndarray, dict]:
         if any(v is None for v in values):
             return np.array([np.nan if v is None else v for v in values], dtype=np.float64), attrs
         return np.array(values, dtype=np.int64), attrs
-    if s.kind == "float":
+    if s.kind == "float" or (s.kind == "pi_prior" and all(isinstance(v, (int, float)) for v in values)):
         return np.array([np.nan if v is None else v for v in values], dtype=np.float64), attrs
+    if s.kind == "pi_prior":  # numbers mixed with "beta(a, b)": every level as its text label
+        from ..model.priors import pi_label
+
+        return np.array([pi_label(v) for v in values], dtype=str), attrs
     return np.array(["" if v is None else str(v) for v in values], dtype=str), attrs
 
 
