@@ -72,7 +72,7 @@ __all__ = [
 ]
 
 XLA_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-#: last spawn-key element of the sampler's seed; generate() uses children 0..4 of the
+#: last spawn-key element of the sampler's seed; generate() uses children 0..4 (longitudinal: 0..6) of the
 #: replicate's seed, so this stream never coincides with a data stream
 FIT_STREAM = 2**31
 
