@@ -117,3 +117,13 @@ def test_smoke_longitudinal_run_summarize_plot(tmp_path):
     out = cli.invoke(app, ["plot", str(store), "--out", str(figs)])
     assert out.exit_code == 0, out.output
     assert any(figs.glob("*.png"))
+
+
+def test_grid_fits_longitudinal_cells_non_centred():
+    from simstudy.study.generate import GeneratorSpec
+    from simstudy.study.runner import centered_location_for
+
+    assert centered_location_for(GeneratorSpec(group_size=10)) is True  # cross-sectional rule unchanged
+    assert centered_location_for(GeneratorSpec(group_size=9)) is False
+    for T in (10, 60):
+        assert centered_location_for(GeneratorSpec(layout="longitudinal", group_size=T)) is False
