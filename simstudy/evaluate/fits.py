@@ -20,7 +20,8 @@ import xarray as xr
 
 
 #: hyperparameters with posterior summaries and generating values in the store
-PARAMS = ("tau_t", "eta0", "tau_u", "rho", "gamma0")
+PARAMS = ("tau_t", "eta0", "tau_u", "rho", "gamma0",
+          "tau_u1", "rho_u01")  # longitudinal layout: NaN where a fit has no random time slope
 #: fit statuses that count in performance metrics
 USABLE_STATUS = ("ok", "not_converged")
 #: R-hat above this marks a fit as not converged (as in ``simstudy.model.result.RHAT_MAX``)

@@ -42,6 +42,17 @@ PRETTY: dict[str, str] = {
     "target_accept": "Target acceptance rate",
     "max_tree_depth": "Maximum tree depth",
     "cell_label": "Cell",
+    # longitudinal layout
+    "layout": "Data layout",
+    "gamma1": "Location time slope γ₁",
+    "tau_u1": "Random time-slope SD τ_u1",
+    "rho_u01": "Intercept–slope correlation ρ_u01",
+    "eta1": "Scale time slope η₁",
+    "phi": "Residual autocorrelation φ (AR(1))",
+    "dropout": "MCAR missing share",
+    "dropout_monotone": "Monotone dropout share",
+    "location_random_slope": "Random time slopes fitted",
+    "scale_time": "Time in the scale model",
 }
 
 #: short symbols for legends and facet titles ("J = 50")
@@ -59,9 +70,15 @@ SYMBOLS: dict[str, str] = {
     "eta0": "η₀",
     "rho": "ρ",
     "magnitude": "|t|",
+    "phi": "φ",
+    "tau_u1": "τ_u1",
+    "rho_u01": "ρ_u01",
+    "dropout": "MCAR missing share",
+    "dropout_monotone": "dropout share",
 }
 
-_PARAM_SYMBOLS = {"tau_t": "τ_t", "tau_u": "τ_u", "eta0": "η₀", "gamma0": "γ₀", "rho": "ρ"}
+_PARAM_SYMBOLS = {"tau_t": "τ_t", "tau_u": "τ_u", "eta0": "η₀", "gamma0": "γ₀", "rho": "ρ",
+                  "tau_u1": "τ_u1", "rho_u01": "ρ_u01"}  # the last two: longitudinal layout
 
 #: axis labels (with units) of cell metrics
 METRIC_LABELS: dict[str, str] = {

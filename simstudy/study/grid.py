@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from .schema import _C, _G, _M, SETTINGS, SHAPE_KEYS
+from .schema import _C, _G, _M, OMIT_AT_DEFAULT, SETTINGS, SHAPE_KEYS
 
 
 _ID_MASK = (1 << 63) - 1
@@ -221,7 +221,16 @@ def _make_cell(identity: dict, settings: dict, origin: str) -> Cell:
 
 
 def _cell_record(c: Cell) -> dict:
-    return {"id": c.cell_id, "factors": c.factors, "generator": c.generator, "model": c.model, "mcmc": c.mcmc}
+    """What the design hash sees of a cell: settings in ``OMIT_AT_DEFAULT`` are left out while
+    at their default (so adding such a setting leaves existing designs' hashes unchanged)."""
+
+    def kept(ns: dict, namespace: str) -> dict:
+        fields = {s.field: s for s in SETTINGS.values() if s.namespace == namespace}
+        return {k: v for k, v in ns.items()
+                if not (k in fields and fields[k].name in OMIT_AT_DEFAULT and v == fields[k].default)}
+
+    return {"id": c.cell_id, "factors": c.factors, "generator": kept(c.generator, _G), "model": kept(c.model, _M),
+            "mcmc": kept(c.mcmc, _C)}
 
 
 def _design_hash(seed: int, replicates: int, block_size: int, cells: list[Cell]) -> str:

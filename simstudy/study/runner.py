@@ -72,7 +72,7 @@ __all__ = [
 ]
 
 XLA_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-#: last spawn-key element of the sampler's seed; generate() uses children 0..4 of the
+#: last spawn-key element of the sampler's seed; generate() uses children 0..4 (longitudinal: 0..6) of the
 #: replicate's seed, so this stream never coincides with a data stream
 FIT_STREAM = 2**31
 
@@ -174,6 +174,16 @@ def fit_block(datasets, priors, seeds, mcmc: dict, centered_location: bool | Non
     return fits, compile_s
 
 
+def centered_location_for(spec) -> bool:
+    """Location parameterisation of a cell: centred when groups are large (nominal size >= 10);
+    never for ``layout = "longitudinal"``, whose random time slopes are weakly informed by
+    each person (slope SE ~ sigma sqrt(12 / T) vs tau_u1 ~ 0.2) -- centred fits there gave
+    R-hat up to 1.2 and divergences at T = 10, 30 and 60, non-centred ones R-hat <= 1.03."""
+    if getattr(spec, "layout", "cross_sectional") == "longitudinal":
+        return False
+    return spec.group_size >= 10
+
+
 def run_task(task: Task, store_path: str, cell_index: int, n_groups_max: int) -> TaskResult:
     """Generate, fit (:func:`fit_block`: one batched call), score and write one block; never
     raises for a failing fit (the block is stored as failed), only for a failing store write."""
@@ -200,9 +210,9 @@ def run_task(task: Task, store_path: str, cell_index: int, n_groups_max: int) ->
             task.cell.priors(),
             [fit_seed(task.seed, task.cell.cell_id, r) for r in reps],
             task.cell.mcmc,
-            # the parameterisation follows the cell's nominal group size, so a replicate's
-            # numbers never depend on the other replicates of its block
-            centered_location=spec.group_size >= 10,
+            # the parameterisation follows the cell's settings, so a replicate's numbers
+            # never depend on the other replicates of its block
+            centered_location=centered_location_for(spec),
         )
         fit_s = time.perf_counter() - t_fit
         sample_s = float(sum(f.sample_s for f in fits))

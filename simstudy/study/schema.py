@@ -7,7 +7,8 @@ Setting names are unqualified and each belongs to exactly one namespace (see
 * generator: n_groups, group_size, size_dist, size_min, size_max, gamma0, tau_u, eta0,
   share_inconsistent, count_mode, effect, slab_sd, magnitude, direction, rho, covariates,
   x_between_sd, x_within_sd, beta_within, beta_between, eta_within, eta_between, mode,
-  prior_pi, prior_location_sd, prior_scale_sd. (``prior_pi`` is GeneratorSpec's ``pi``,
+  prior_pi, prior_location_sd, prior_scale_sd; longitudinal layout: layout, gamma1, tau_u1,
+  rho_u01, eta1, phi, dropout, dropout_monotone, location_random_slope, scale_time. (``prior_pi`` is GeneratorSpec's ``pi``,
   the inclusion probability used when ``mode = "prior"``; it is renamed here because
   ``pi`` is the model's prior inclusion probability.)
 * model: pi, location_sd, scale_sd, lkj_eta, correlated, location_fixed_sd,
@@ -222,6 +223,21 @@ SETTINGS: dict[str, Setting] = {
            doc="inclusion probability for mode = 'prior', in (0, 1), or 'beta(a, b)' (default: the model's pi)"),
         _S("prior_location_sd", _G, "sd_prior", "half_normal(0.5)", doc="location SD prior for mode = 'prior'"),
         _S("prior_scale_sd", _G, "sd_prior", "half_normal(0.5)", doc="scale SD prior for mode = 'prior'"),
+        # ---- longitudinal layout (simstudy.study.generate_longitudinal); see OMIT_AT_DEFAULT
+        _S("layout", _G, "str", "cross_sectional", choices=("cross_sectional", "longitudinal"),
+           doc="cross_sectional: students in schools; longitudinal: persons x occasions (n_groups persons, "
+               "group_size occasions T)"),
+        _S("gamma1", _G, "float", 0.0, doc="longitudinal: fixed time slope (time = (k-1)/(T-1) in [0, 1])"),
+        _S("tau_u1", _G, "float", 0.2, _ge(0), doc="longitudinal: SD of the random time slopes (>= 0)"),
+        _S("rho_u01", _G, "float", 0.0, _open(-1, 1), doc="longitudinal: correlation of random intercepts and slopes"),
+        _S("eta1", _G, "float", 0.0, doc="longitudinal: time slope of the log residual SD"),
+        _S("phi", _G, "float", 0.0, _open(-1, 1), doc="longitudinal: AR(1) coefficient of the residuals, |phi| < 1"),
+        _S("dropout", _G, "float", 0.0, _closed(0, 0.5), doc="longitudinal: MCAR share of missing occasions, in [0, 0.5]"),
+        _S("dropout_monotone", _G, "float", 0.0, _closed(0, 0.5),
+           doc="longitudinal: monotone dropout share of occasions, in [0, 0.5]"),
+        _S("location_random_slope", _G, "bool", True,
+           doc="longitudinal: fit (1 + time | person) in the location (false: (1 | person))"),
+        _S("scale_time", _G, "bool", False, doc="longitudinal: fit a fixed time effect in the scale (per-observation path)"),
         # model (Priors)
         _S("pi", _M, "pi_prior", 0.5, _open(0, 1), doc="prior inclusion probability, in (0, 1), or 'beta(a, b)'"),
         _S("location_sd", _M, "sd_prior", "half_t(3, 1)", doc="prior of the location random-effect SD"),
@@ -257,7 +273,19 @@ SHAPE_KEYS: tuple[str, ...] = (
     "draws",
     "target_accept",
     "max_tree_depth",
+    # longitudinal layout
+    "layout",
+    "location_random_slope",
+    "scale_time",
 )
+
+#: Settings added after designs were first stored: left out of a cell's record in the design
+#: hash while at their default, so every existing design keeps its hash (and its stores open).
+OMIT_AT_DEFAULT: frozenset[str] = frozenset({
+    # longitudinal layout
+    "layout", "gamma1", "tau_u1", "rho_u01", "eta1", "phi", "dropout", "dropout_monotone",
+    "location_random_slope", "scale_time",
+})
 
 _TOP_KEYS = ("name", "description", "seed", "replicates", "block_size", "mcmc", "generator", "model", "factors", "exclude", "extra")
 _SECTIONS = (_G, _M, _C)

@@ -89,6 +89,11 @@ SCHEMA: dict[str, dict] = {
     "n_inconsistent_true": _v(_F, "number of truly inconsistent groups", "1"),
     "share_true": _v(_F, "true share of inconsistent groups in the dataset (n_inconsistent_true / J)", "1"),
     "pi_true": _v(_F, "generating inclusion probability of prior-mode data (NaN in truth mode)", "1"),
+    # ---- per fit: longitudinal layout (random time slopes); NaN where the fit has none
+    **_summaries("tau_u1", "the SD of the location random time slopes (tau at location:time)", "units of y"),
+    **_summaries("rho_u01", "the correlation of the location random intercepts and time slopes", "1"),
+    "tau_u1_true": _v(_F, "true SD of the location random time slopes (longitudinal layout)", "units of y"),
+    "rho_u01_true": _v(_F, "true correlation of the location random intercepts and time slopes", "1"),
 }
 
 
@@ -213,6 +218,7 @@ def score_fit(fit: "FitResult", truth: "Truth", n_groups_max: int) -> dict[str, 
     else:
         summaries["rho"] = np.array([])
     summaries["pi"] = _draws(post["pi"]) if "pi" in post else np.array([])
+    summaries.update(_slope_summaries(post))
     for base, draws in summaries.items():
         mean, q05, q95 = _summary(draws)
         rec[f"{base}_mean"], rec[f"{base}_q05"], rec[f"{base}_q95"] = scalar(mean), scalar(q05), scalar(q95)
@@ -226,11 +232,27 @@ def score_fit(fit: "FitResult", truth: "Truth", n_groups_max: int) -> dict[str, 
     rec["eta0_true"] = scalar(_param(p, "eta0"))
     rec["gamma0_true"] = scalar(_param(p, "gamma0"))
     rec["rho_true"] = scalar(_param(p, "rho"))
+    has_slope = "location:time" in [str(v) for v in post["tau"]["random_effect"].values]
+    rec["tau_u1_true"] = scalar(_param(p, "tau_u1") if has_slope else math.nan)
+    rec["rho_u01_true"] = scalar(_param(p, "rho_u01") if has_slope else math.nan)
     rec["n_inconsistent_true"] = scalar(_param(p, "n_inconsistent") if "n_inconsistent" in p
                                         else float(np.sum(truth.delta)))
     rec["share_true"] = scalar(float(np.mean(truth.delta)))
     rec["pi_true"] = scalar(_param(p, "pi"))
     return rec
+
+
+def _slope_summaries(post) -> dict[str, np.ndarray]:
+    """Draws of tau_u1 (SD of the random time slopes) and rho_u01 (their correlation with the
+    random intercepts) when the fit has a location random effect ``time``; empty otherwise."""
+    names = [str(v) for v in post["tau"]["random_effect"].values]
+    if "location:time" not in names:
+        return {"tau_u1": np.array([]), "rho_u01": np.array([])}
+    out = {"tau_u1": _draws(_sel_name(post["tau"], "random_effect", "location:time")), "rho_u01": np.array([])}
+    if "corr" in post:
+        corr = _sel_name(post["corr"], "random_effect", "location:Intercept")
+        out["rho_u01"] = _draws(_sel_name(corr, "random_effect_bis", "location:time"))
+    return out
 
 
 def stack_records(records: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
