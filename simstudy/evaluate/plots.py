@@ -486,7 +486,7 @@ def plot_methods(
     table = overall_by_method(summary_m, metrics, by=x)
     levels = M.factor_levels(summary_m, x) if x else [None]
     pos = np.arange(len(levels))
-    width = 0.8 / max(len(methods), 1)
+    width = min(0.1, 0.5 / max(len(methods), 1))  # dodge
     handles = {}
     for ax, metric in zip(axes[0], metrics):
         for i, m in enumerate(methods):
@@ -497,12 +497,12 @@ def plot_methods(
             h = ax.errorbar(pos + offset, vals, yerr=np.where(np.isfinite(errs), errs, 0.0), fmt="o-",
                             color=colors[m], ms=4, lw=1.2, capsize=2)
             handles[METHOD_LABELS.get(m, m)] = h
-        ax.set_xticks(pos, [format_level(x, lv) if x else "all cells" for lv in levels])
+        ax.set_xticks(pos, [_level_text(lv) if x else "all cells" for lv in levels])
         ax.set_xlabel(pretty(x) if x else "")
         ax.set_title(metric_label(metric))
         ax.grid(axis="y", alpha=0.3)
     _legend(fig, handles, "method")
-    fig.suptitle(f"Methods on the same data sets (mean over cells, ±{err_mult:g} MCSE)", y=1.02)
+    fig.suptitle(f"Methods on the same data sets (mean over cells, ±{err_mult:g} MCSE)")
     return fig
 
 
