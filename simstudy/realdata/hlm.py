@@ -110,7 +110,9 @@ def hlm_command(data, *, location: str, scale: str, fit_dir=None, threshold: flo
                   f"(n >= 2); meta-analysis tau^2 = {res.tau2:.4g}; homogeneity H = {res.H:.1f} "
                   f"on {res.H_df} df, p = {res.H_p:.3g}", highlight=False)
     flagged = table[table[["hlm", "hlm_z_flag", "hlm_bh"]].any(axis=1) | table.get("ss_melsm", False)]
-    t = Table(title="groups flagged by any rule")
+    shown = [c for c in ("group", "n", "hlm_z", "hlm", "hlm_z_flag", "hlm_bh", "pip", "ss_melsm") if c in flagged]
+    flagged = flagged[shown]
+    t = Table(title="groups flagged by any rule (all columns: --out DIR/hlm_groups.csv)")
     for c in flagged.columns:
         t.add_column(c, justify="left" if c == "group" else "right")
     for _, r in flagged.sort_values("hlm_z", key=np.abs, ascending=False).iterrows():
