@@ -1,4 +1,4 @@
-"""Command line: ``simstudy run / status / summarize / plot / report / fit / sensitivity / compare / generate``.
+"""Command line: ``simstudy run / status / summarize / plot / report / fit / sensitivity / hlm / compare / generate``.
 
 Each command parses its options and delegates to one function of the module that owns the
 work; heavy imports happen inside the commands so ``simstudy --help`` is instant.
@@ -157,6 +157,25 @@ def fit_cmd(
         chains=chains, warmup=warmup, draws=draws, seed=seed, threshold=threshold, out=out,
         plots=plots, dropna=dropna,
     )
+
+
+@app.command("hlm")
+def hlm_cmd(
+    data: Path = typer.Argument(..., help="CSV file, one row per observation"),
+    location: str = typer.Option(..., help='location formula, e.g. "y ~ x + (1 | school)"'),
+    scale: str = typer.Option(..., help='scale formula (for the grouping factor), e.g. "~ (1 | school)"'),
+    fit: Optional[Path] = typer.Option(None, "--fit", help="fit directory of `simstudy fit --out` on the same data: "
+                                                          "PIPs beside Z, agreement table, PIP-vs-Z figure"),
+    threshold: float = typer.Option(0.75, help="PIP threshold of the SS-MELSM's flags"),
+    seed: int = typer.Option(0, help="seed of the QQ envelope's simulations"),
+    out: Optional[Path] = typer.Option(None, help="directory for hlm_groups.csv, agreement.csv, pip_vs_z.png"),
+    dropna: bool = typer.Option(False, "--dropna", help="drop rows with missing values in used columns"),
+):
+    """The two-stage HLM comparator (Raudenbush & Bryk 1987) per group of a CSV, no MCMC."""
+    from .realdata.hlm import hlm_command
+
+    hlm_command(data, location=location, scale=scale, fit_dir=fit, threshold=threshold, seed=seed, out=out,
+                dropna=dropna)
 
 
 @app.command()

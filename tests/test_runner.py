@@ -19,7 +19,7 @@ from simstudy.study.scoring import SCHEMA
 from simstudy.study.store import completion, open_results
 
 ROOT = Path(__file__).resolve().parents[1]
-TIMING = ("sample_s", "compile_s")
+TIMING = ("sample_s", "compile_s", "method_s")
 
 #: 4 cells x 8 replicates in blocks of 2 = 16 tasks of ~1 s each on 2 workers: long
 #: enough to kill things mid-run, short enough for the default test tier

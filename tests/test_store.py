@@ -59,6 +59,11 @@ def fake_records(n_reps: int, G: int, J: int, value: float, status="ok") -> dict
                 arr = np.full(G, np.nan)
                 arr[:J] = value + r + np.arange(J) / 100
                 rec[name] = arr
+            elif spec["dims"].startswith("method"):  # one method (ss_melsm): (1, G) or (1,)
+                arr = np.full(rec[name].shape, value + r, dtype=float)
+                if spec["dims"] == "method_group":
+                    arr[:, J:] = np.nan
+                rec[name] = arr
             else:
                 rec[name] = np.asarray(value + r)
         rec["status"] = np.asarray(status, dtype=SCHEMA["status"]["dtype"])
@@ -73,7 +78,8 @@ def test_round_trip(tmp_path):
     info = create_or_open(path, design)
     assert info.action == "created" and info.n_groups_max == 12 and info.replicates == 4
     ds = open_results(path)
-    assert dict(ds.sizes) == {"cell": 4, "replicate": 4, "group": 12}
+    assert dict(ds.sizes) == {"cell": 4, "replicate": 4, "group": 12, "method": 1}
+    assert list(ds["method"].values) == ["ss_melsm"] and ds["flag"].dims == ("cell", "replicate", "method", "group")
     # template: NaN / "" / False everywhere
     assert np.isnan(ds["pip"].values).all() and (ds["status"].values == "").all() and not ds["done"].values.any()
     # coordinates along cell, no MultiIndex
@@ -159,7 +165,8 @@ def test_chunks_align_with_tasks(tmp_path):
     g = zarr.open_group(str(path), mode="r")
     B, G = design.block_size, info.n_groups_max
     for name, spec in SCHEMA.items():
-        assert g[name].chunks == ((1, B, G) if spec["dims"] == "group" else (1, B)), name
+        want = {"group": (1, B, G), "fit": (1, B), "method_group": (1, B, 1, G), "method": (1, B, 1)}[spec["dims"]]
+        assert g[name].chunks == want, name
     assert g["done"].chunks == (1, B)
     # every task covers exactly one chunk along replicate (and one along cell)
     seen = set()
@@ -186,7 +193,7 @@ def test_extend_adds_cells_and_replicates_without_touching_data(tmp_path):
     info = create_or_open(path, new)
     assert info.action == "extended" and "cell(s) added" in info.explanation
     after = open_results(path).load()
-    assert dict(after.sizes) == {"cell": 9, "replicate": 4, "group": 20}
+    assert dict(after.sizes) == {"cell": 9, "replicate": 4, "group": 20, "method": 1}
     # old cells first, in their old positions
     old_ids = list(before["cell_id"].values)
     assert list(after["cell_id"].values[:4]) == old_ids

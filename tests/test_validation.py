@@ -1,7 +1,6 @@
 """Statistical validation of the marginalised sampler: PIPs against a sampler with explicit
 discrete indicators, and recovery of known truth over replicated datasets."""
 
-import math
 
 import jax
 import jax.numpy as jnp
@@ -11,7 +10,6 @@ import numpyro.distributions as dist
 import pytest
 from numpyro.distributions import constraints
 from numpyro.infer import MCMC, NUTS, DiscreteHMCGibbs
-from scipy import stats
 
 from simstudy.model.data import MelsmData
 from simstudy.model.sampler import fit, fit_batch

@@ -11,6 +11,7 @@ Monte Carlo standard errors:
 * :mod:`.estimation` — bias, empirical SE, RMSE, coverage of the hyperparameters;
 * :mod:`.runtime` — seconds per fit, ESS per second, scaling exponents;
 * :mod:`.summary` — :func:`summarize`: all of the above per cell;
+* :mod:`.methods` — classification per method (SS-MELSM and comparators), paired differences;
 * :mod:`.plots` — seaborn figures; :mod:`.report` — the Markdown report.
 
 The metric functions are re-exported here (``from simstudy import evaluate as E;
@@ -46,6 +47,7 @@ from .fits import (
     varying_factors,
 )
 from .mcse import mcse_mean, mcse_proportion, replicates_needed
+from .methods import method_view, paired_difference, store_methods, summarize_methods
 from .runtime import runtime, runtime_scaling
 from .summary import LONG_NAMES, marginal, summarize, summarize_cli, summary_frame
 
@@ -59,4 +61,5 @@ __all__ = [
     "calibration_stats", "reliability_table", "pooled_curves",
     "estimation", "runtime", "runtime_scaling",
     "summarize", "summary_frame", "marginal", "summarize_cli",
+    "store_methods", "method_view", "summarize_methods", "paired_difference",
 ]

@@ -72,21 +72,32 @@ def confusion(
     rule: str = "pip",
     bf: float = 3.0,
     converged_only: bool = False,
+    flags: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Confusion counts per (cell, replicate) as float arrays (NaN for unusable fits).
 
     Keys: ``tp, fp, fn, tn``, ``tp_more_variable, pos_more_variable, tp_more_consistent,
     pos_more_consistent`` and ``n`` (groups with a PIP and a truth).
+
+    ``flags``: a comparator method's stored flags (cell, replicate, group) instead of the PIP
+    rule; every group with a truth counts (an unscored group, NaN flag, is not flagged), and a
+    replicate is used when its fit is usable and the method ran on it (any flag not NaN).
     """
-    pip = _crg(ds, "pip")
     y = _crg(ds, "delta_true")
     t = _crg(ds, "t_true")
-    thr = cell_thresholds(ds, threshold, rule, bf)[:, None, None]
-    valid = np.isfinite(pip) & np.isfinite(y)
+    use = usable_fits(ds, converged_only)
+    if flags is None:
+        pip = _crg(ds, "pip")
+        thr = cell_thresholds(ds, threshold, rule, bf)[:, None, None]
+        valid = np.isfinite(pip) & np.isfinite(y)
+        flag = valid & (pip >= thr)
+    else:
+        flags = np.asarray(flags, dtype=float)
+        valid = np.isfinite(y)
+        flag = valid & (np.where(np.isfinite(flags), flags, 0.0) > 0.5)
+        use = use & np.isfinite(flags).any(-1)
     pos = valid & (y > 0.5)
     neg = valid & (y <= 0.5)
-    flag = valid & (pip >= thr)
-    use = usable_fits(ds, converged_only)
 
     def count(mask):
         return np.where(use, mask.sum(-1).astype(float), np.nan)
@@ -140,11 +151,12 @@ def classification(
     rule: str = "pip",
     bf: float = 3.0,
     converged_only: bool = False,
+    flags: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Per-cell classification metrics: ``<m>``, ``<m>_mcse``, ``n_undefined_<m>`` for every
     metric of :data:`CLASSIFICATION_METRICS`, ``<m>_pooled`` (+ MCSE) for the ratios, and
-    the summed confusion counts ``tp, fp, fn, tn``."""
-    counts = confusion(ds, threshold, rule, bf, converged_only)
+    the summed confusion counts ``tp, fp, fn, tn`` (``flags``: see :func:`confusion`)."""
+    counts = confusion(ds, threshold, rule, bf, converged_only, flags=flags)
     rates = replicate_rates(counts)
     used = np.isfinite(counts["tp"])
     n_used = used.sum(-1)
@@ -241,11 +253,15 @@ def pr_curve(scores, labels):
     return tps / n1, tps / (tps + fps), thr
 
 
-def replicate_auc(ds: xr.Dataset, converged_only: bool = False) -> dict[str, np.ndarray]:
-    """ROC AUC and average precision per (cell, replicate) (NaN: unusable or undefined)."""
-    pip = _crg(ds, "pip")
+def replicate_auc(ds: xr.Dataset, converged_only: bool = False, scores: np.ndarray | None = None
+                  ) -> dict[str, np.ndarray]:
+    """ROC AUC and average precision per (cell, replicate) (NaN: unusable or undefined);
+    ``scores`` (cell, replicate, group): a comparator's scores instead of the PIP."""
+    pip = _crg(ds, "pip") if scores is None else np.asarray(scores, dtype=float)
     y = _crg(ds, "delta_true")
     use = usable_fits(ds, converged_only)
+    if scores is not None:
+        use = use & np.isfinite(pip).any(-1)
     roc = np.full(use.shape, np.nan)
     ap = np.full(use.shape, np.nan)
     for c, r in zip(*np.nonzero(use)):

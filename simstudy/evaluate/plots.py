@@ -465,6 +465,47 @@ def _slug(d: dict) -> str:
     return re.sub(r"[^A-Za-z0-9.\-_]+", "", s.replace(" ", "").replace(",", "-"))
 
 
+def plot_methods(
+    summary_m: xr.Dataset,
+    x: str | None = None,
+    metrics: Sequence[str] = ("tpr", "fpr", "precision", "fwer"),
+    err_mult: float = 2.0,
+):
+    """Methods side by side: one panel per metric, its level of ``x`` (default: the first
+    varying factor) on the x axis, one colour per method (hue), each point the equal-weight
+    average over the other cells with ``err_mult`` x MCSE bars. ``summary_m``:
+    :func:`simstudy.evaluate.methods.summarize_methods`."""
+    from .methods import METHOD_LABELS, overall_by_method
+
+    varying = M.varying_factors(summary_m)
+    x = x or (varying[0] if varying else None)
+    metrics = [m for m in metrics if m in summary_m]
+    methods = [str(m) for m in summary_m["method"].values]
+    colors = dict(zip(methods, _palette(len(methods))))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.4 * len(metrics), 3.4), squeeze=False, layout="constrained")
+    table = overall_by_method(summary_m, metrics, by=x)
+    levels = M.factor_levels(summary_m, x) if x else [None]
+    pos = np.arange(len(levels))
+    width = min(0.1, 0.5 / max(len(methods), 1))  # dodge
+    handles = {}
+    for ax, metric in zip(axes[0], metrics):
+        for i, m in enumerate(methods):
+            rows = table[table["method"] == m]
+            vals = rows[metric].to_numpy(float)
+            errs = err_mult * rows[f"{metric}_mcse"].to_numpy(float)
+            offset = (i - (len(methods) - 1) / 2) * width
+            h = ax.errorbar(pos + offset, vals, yerr=np.where(np.isfinite(errs), errs, 0.0), fmt="o-",
+                            color=colors[m], ms=4, lw=1.2, capsize=2)
+            handles[METHOD_LABELS.get(m, m)] = h
+        ax.set_xticks(pos, [_level_text(lv) if x else "all cells" for lv in levels])
+        ax.set_xlabel(pretty(x) if x else "")
+        ax.set_title(metric_label(metric))
+        ax.grid(axis="y", alpha=0.3)
+    _legend(fig, handles, "method")
+    fig.suptitle(f"Methods on the same data sets (mean over cells, ±{err_mult:g} MCSE)")
+    return fig
+
+
 def plot_all(
     ds: xr.Dataset,
     out,
@@ -505,6 +546,13 @@ def plot_all(
             paths += save_figure(plot_roc(ds_loaded, converged_only=converged_only), out, "roc", formats)
     if "sample_s" in summary and np.isfinite(np.asarray(summary["sample_s"].values, float)).any():
         paths += save_figure(plot_runtime(summary), out, "runtime", formats)
+    from .methods import store_methods, summarize_methods
+
+    if store_methods(ds) != ["ss_melsm"]:  # comparators in the store: methods side by side
+        keep = ("pip", "delta_true", "t_true", "status", "done", "flag", "score", "method_s")
+        summary_m = summarize_methods(ds[[v for v in keep if v in ds]].load(), threshold=threshold, rule=rule,
+                                      converged_only=converged_only)
+        paths += save_figure(plot_methods(summary_m, x=x), out, "methods", formats)
     return paths
 
 

@@ -227,6 +227,18 @@ def summarize_cli(
 
     console = Console(width=None if sys.stdout.isatty() else 240)  # files/pipes: never squeeze the table
     console.print(table)
+    from .methods import methods_table, store_methods, summarize_methods
+
+    if store_methods(ds) != ["ss_melsm"]:  # comparators: one row per method, averaged over cells
+        keep = ("pip", "delta_true", "t_true", "status", "done", "flag", "score", "method_s")
+        sm = summarize_methods(ds[[v for v in keep if v in ds]].load(), threshold, rule, bf, converged_only)
+        mt = methods_table(sm)
+        t2 = Table(title="methods on the same data sets: mean over cells, value (MCSE)")
+        for c in mt.columns:
+            t2.add_column(c, justify="left" if c == "method" else "right")
+        for row in mt.itertuples(index=False):
+            t2.add_row(*[str(v) for v in row])
+        console.print(t2)
     if out is not None:
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ..model.priors import BetaPrior, Priors, PriorError, SDPrior, parse_pi, pi_label
+from ..model.priors import Priors, PriorError, SDPrior, parse_pi, pi_label
 
 #: hyperparameters whose power-scaling sensitivity is reported
 PSENSE_VARS = ("beta", "eta", "tau", "pi")

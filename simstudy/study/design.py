@@ -23,6 +23,10 @@ Top level::
                                                      a list means "any of")
     [[extra]]     setting = value, ...              (add one explicit cell)
 
+    methods = ["ss_melsm", "hlm"]   # optional, top level (before any [section]): the methods run on every data set
+                                    # (simstudy.methods.METHODS; default ["ss_melsm"]); a design
+                                    # without "ss_melsm" runs no MCMC
+
 
 The settings table is :mod:`simstudy.study.schema`; cells, ids, seeds and design comparison are
 :mod:`simstudy.study.grid`. Both are re-exported here.
@@ -52,6 +56,7 @@ from .grid import (
     tasks,
 )
 from .schema import (
+    DEFAULT_METHODS,
     _C,
     _G,
     _M,
@@ -186,6 +191,32 @@ class _Parser:
             return {}
         return v
 
+    def methods(self) -> tuple[str, ...]:
+        """``methods = [...]``: the methods run on every data set, in the order of
+        ``simstudy.methods.METHODS`` (so the same set always hashes the same)."""
+        from ..methods import METHODS
+
+        if "methods" not in self.raw:
+            return DEFAULT_METHODS
+        v = self.raw["methods"]
+        example = 'methods = ["ss_melsm", "hlm"]'
+        if not isinstance(v, list) or not v:
+            self.bad(f"methods: {v!r} must be a non-empty list of method names, e.g. {example} "
+                     f"(known: {', '.join(METHODS)})")
+            return DEFAULT_METHODS
+        ok, seen = True, set()
+        for i, m in enumerate(v):
+            if not isinstance(m, str) or m not in METHODS:
+                hint = difflib.get_close_matches(str(m), METHODS, n=1)
+                dym = f" (did you mean {hint[0]!r}?)" if hint else ""
+                self.bad(f"methods[{i}]: {m!r} is not a method{dym}; known: {', '.join(METHODS)}")
+                ok = False
+            elif m in seen:
+                self.bad(f"methods[{i}]: {m!r} is listed twice; remove one")
+                ok = False
+            seen.add(m)
+        return tuple(m for m in METHODS if m in seen) if ok else DEFAULT_METHODS
+
     def array_of_tables(self, key: str) -> list[dict]:
         v = self.raw.get(key, [])
         if isinstance(v, dict):
@@ -217,6 +248,8 @@ class _Parser:
         elif block_size > replicates and reps_ok:
             self.bad(f"block_size: {block_size} is larger than replicates ({replicates}); use block_size <= {replicates}")
             block_size = replicates
+
+        methods = self.methods()
 
         # fixed sections
         fixed: dict[str, dict[str, Any]] = {}  # namespace -> {design name: value}
@@ -410,7 +443,7 @@ class _Parser:
         self.check_cells(cells)
         self.fail_if_bad()
 
-        hash_ = _design_hash(seed, replicates, block_size, cells)
+        hash_ = _design_hash(seed, replicates, block_size, cells, methods)
         return Design(
             name=name,
             description=description,
@@ -427,6 +460,7 @@ class _Parser:
             source=self.source,
             hash=hash_,
             _cells=tuple(cells),
+            methods=methods,
         )
 
     def check_cells(self, cells: list[Cell]) -> None:
@@ -482,6 +516,7 @@ def design_to_dict(design: Design) -> dict:
         "exclude": [{k: list(v) for k, v in e.items()} for e in design.exclude],
         "extra": [dict(e) for e in design.extra],
         "coords": design.coords,
+        "methods": list(design.methods),
         "n_cells": design.n_cells,
         "text": design.text,
     }

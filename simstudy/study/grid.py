@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from .schema import _C, _G, _M, OMIT_AT_DEFAULT, SETTINGS, SHAPE_KEYS
+from .schema import _C, _G, _M, DEFAULT_METHODS, OMIT_AT_DEFAULT, SETTINGS, SHAPE_KEYS
 
 
 _ID_MASK = (1 << 63) - 1
@@ -119,6 +119,7 @@ class Task:
     cell: Cell
     replicates: tuple[int, ...]
     seed: int  # the design's base seed
+    methods: tuple[str, ...] = DEFAULT_METHODS  # the design's methods (simstudy.methods.METHODS)
 
     @property
     def shape_key(self) -> tuple:
@@ -158,6 +159,7 @@ class Design:
     source: str
     hash: str
     _cells: tuple[Cell, ...] = field(repr=False, compare=False, default=())
+    methods: tuple[str, ...] = DEFAULT_METHODS  # every method runs on the same data sets
 
     def cells(self) -> list[Cell]:
         """All cells: the grid in factorial order (first factor slowest), then the extras."""
@@ -233,13 +235,16 @@ def _cell_record(c: Cell) -> dict:
             "mcmc": kept(c.mcmc, _C)}
 
 
-def _design_hash(seed: int, replicates: int, block_size: int, cells: list[Cell]) -> str:
+def _design_hash(seed: int, replicates: int, block_size: int, cells: list[Cell],
+                 methods: tuple[str, ...] = DEFAULT_METHODS) -> str:
     content = {
         "seed": seed,
         "replicates": replicates,
         "block_size": block_size,
         "cells": [_cell_record(c) for c in sorted(cells, key=lambda c: c.cell_id)],
     }
+    if tuple(methods) != DEFAULT_METHODS:  # designs without `methods` keep their hash
+        content["methods"] = list(methods)
     return hashlib.sha256(_canonical(content).encode()).hexdigest()
 
 
@@ -267,7 +272,7 @@ def tasks(design: Design) -> list[Task]:
     """
     blocks = [tuple(range(s, min(s + design.block_size, design.replicates)))
               for s in range(0, design.replicates, design.block_size)]
-    out = [Task(cell, b, design.seed) for cell in design.cells() for b in blocks]
+    out = [Task(cell, b, design.seed, tuple(design.methods)) for cell in design.cells() for b in blocks]
     order = {id(t): i for i, t in enumerate(out)}
     return sorted(out, key=lambda t: (tuple(_sortable(v) for _, v in t.shape_key), order[id(t)]))
 
@@ -306,6 +311,9 @@ def diff_designs(old: Design, new: Design) -> DesignDiff:
         return DesignDiff("same")
     changed: list[str] = []
     extended: list[str] = []
+    if tuple(old.methods) != tuple(new.methods):
+        changed.append(f"methods changed from {list(old.methods)} to {list(new.methods)} (the store's method "
+                       "dimension follows them)")
     if old.seed != new.seed:
         changed.append(f"seed changed from {old.seed} to {new.seed} (every data set changes)")
     if old.block_size != new.block_size:

@@ -4,9 +4,11 @@
 the tasks still to do, starts or connects to a Dask cluster and runs them; rerunning it
 resumes. A task is one cell x one block of replicates (``design.tasks()``, grouped by
 shape so a worker compiles each shape once): on a worker, :func:`run_task` generates each
-replicate's data from ``replicate_seed(seed, cell_id, r)``, fits the block in one
-``fit_batch`` call (one per distinct data shape when group sizes are ragged), scores every
-fit and region-writes the block, then marks it done. A task that raises is stored as "failed" with its error text and the grid goes on.
+replicate's data from ``replicate_seed(seed, cell_id, r)``, runs the design's comparator
+methods (:mod:`simstudy.methods`) on each data set, fits the block in one ``fit_batch``
+call (one per distinct data shape when group sizes are ragged; skipped, with JAX never
+imported, when the design's ``methods`` leave out ``ss_melsm``), scores every fit and
+region-writes the block, then marks it done. Every method sees the same data sets. A task that raises is stored as "failed" with its error text and the grid goes on.
 
 Determinism: data come from the replicate's ``SeedSequence(seed, spawn_key=(cell_id, r))``
 and the sampler from :func:`fit_seed` (``spawn_key=(cell_id, r, FIT_STREAM)``, a stream
@@ -59,6 +61,8 @@ __all__ = [
     "RunSummary",
     "TaskResult",
     "fit_seed",
+    "comparator_seed",
+    "run_comparators",
     "worker_env",
     "jax_cache_dir",
     "jobqueue_config_path",
@@ -75,6 +79,8 @@ XLA_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 #: last spawn-key element of the sampler's seed; generate() uses children 0..4 (longitudinal: 0..6) of the
 #: replicate's seed, so this stream never coincides with a data stream
 FIT_STREAM = 2**31
+#: last spawn-key element of the comparators' seed (the HLM's QQ envelope)
+COMPARATOR_STREAM = 2**31 + 1
 
 
 
@@ -82,6 +88,25 @@ FIT_STREAM = 2**31
 def fit_seed(base_seed: int, cell_id: int, replicate: int) -> np.random.SeedSequence:
     """The sampler's seed of one replicate (a fresh object: ``fit_batch`` spawns from it)."""
     return np.random.SeedSequence(int(base_seed), spawn_key=(int(cell_id), int(replicate), FIT_STREAM))
+
+
+def comparator_seed(base_seed: int, cell_id: int, replicate: int) -> np.random.SeedSequence:
+    """The comparators' seed of one replicate (the HLM envelope's simulations): a stream of
+    the replicate's seed that neither the data nor the sampler use."""
+    return np.random.SeedSequence(int(base_seed), spawn_key=(int(cell_id), int(replicate), COMPARATOR_STREAM))
+
+
+def run_comparators(data, methods, seed) -> tuple[object | None, str]:
+    """The two-stage HLM on one data set when any of its rules is among ``methods``:
+    ``(HLMResult or None, error text)``; never raises."""
+    from ..methods.hlm import COMPARATORS, hlm
+
+    if not any(m in COMPARATORS for m in methods):
+        return None, ""
+    try:
+        return hlm(data, seed), ""
+    except Exception as exc:  # noqa: BLE001 - recorded with the replicate
+        return None, _describe(exc)
 
 
 def jax_cache_dir() -> str:
@@ -187,10 +212,12 @@ def centered_location_for(spec) -> bool:
 def run_task(task: Task, store_path: str, cell_index: int, n_groups_max: int) -> TaskResult:
     """Generate, fit (:func:`fit_block`: one batched call), score and write one block; never
     raises for a failing fit (the block is stored as failed), only for a failing store write."""
-    from .scoring import failed_record, score_fit, stack_records
+    from .scoring import add_methods, failed_record, score_fit, stack_records, truth_record
 
     t0 = time.perf_counter()
     reps = tuple(task.replicates)
+    methods = tuple(task.methods)
+    M = len(methods)
     error = ""
     compile_s = sample_s = fit_s = generate_s = score_s = 0.0
     try:
@@ -204,31 +231,46 @@ def run_task(task: Task, store_path: str, cell_index: int, n_groups_max: int) ->
             warnings.filterwarnings("ignore", message=r".*single observation")
             generated = [generate(spec, replicate_seed(task.seed, task.cell.cell_id, r)) for r in reps]
         generate_s = time.perf_counter() - t_gen
-        t_fit = time.perf_counter()
-        fits, compile_s = fit_block(
-            [data for data, _ in generated],
-            task.cell.priors(),
-            [fit_seed(task.seed, task.cell.cell_id, r) for r in reps],
-            task.cell.mcmc,
-            # the parameterisation follows the cell's settings, so a replicate's numbers
-            # never depend on the other replicates of its block
-            centered_location=centered_location_for(spec),
-        )
-        fit_s = time.perf_counter() - t_fit
-        sample_s = float(sum(f.sample_s for f in fits))
+        # comparators first, on the very data sets the SS-MELSM gets next
+        compared = [run_comparators(data, methods, comparator_seed(task.seed, task.cell.cell_id, r))
+                    for (data, _), r in zip(generated, reps)]
+        fits = [None] * len(reps)
+        if "ss_melsm" in methods:  # a comparator-only design never starts JAX
+            t_fit = time.perf_counter()
+            fits, compile_s = fit_block(
+                [data for data, _ in generated],
+                task.cell.priors(),
+                [fit_seed(task.seed, task.cell.cell_id, r) for r in reps],
+                task.cell.mcmc,
+                # the parameterisation follows the cell's settings, so a replicate's
+                # numbers never depend on the other replicates of its block
+                centered_location=centered_location_for(spec),
+            )
+            fit_s = time.perf_counter() - t_fit
+            sample_s = float(sum(f.sample_s for f in fits))
         t_score = time.perf_counter()
         records = []
-        for fit, (_, truth) in zip(fits, generated):
+        for fit, (data, truth), (res, hlm_error) in zip(fits, generated, compared):
             try:
-                records.append(score_fit(fit, truth, n_groups_max))
+                if fit is not None:
+                    rec = score_fit(fit, truth, n_groups_max, n_methods=M)
+                    add_methods(rec, methods, n_groups_max, pip=fit.pip.values[:, 0], pip_seconds=fit.sample_s,
+                                hlm=res, hlm_error=hlm_error)
+                elif hlm_error:  # comparator-only and the comparator failed
+                    rec = failed_record(n_groups_max, f"hlm: {hlm_error}", n_methods=M)
+                    error = error or hlm_error
+                else:
+                    rec = add_methods(truth_record(data, truth, n_groups_max, n_methods=M), methods,
+                                      n_groups_max, hlm=res)
+                records.append(rec)
             except Exception as exc:  # noqa: BLE001 - one bad fit must not sink the block
                 error = error or _describe(exc)
-                records.append(failed_record(n_groups_max, _describe(exc)))
+                records.append(failed_record(n_groups_max, _describe(exc), n_methods=M))
         score_s = time.perf_counter() - t_score
         del fits
     except Exception as exc:  # noqa: BLE001 - recorded in the store, the grid goes on
         error = _describe(exc)
-        records = [failed_record(n_groups_max, error) for _ in reps]
+        records = [failed_record(n_groups_max, error, n_methods=M) for _ in reps]
     stacked = stack_records(records)
     t_write = time.perf_counter()
     write_block(store_path, cell_index, reps, stacked)
@@ -569,7 +611,8 @@ def _record_client_side_failure(task: Task, ci: int, info: StoreInfo, exc: BaseE
     error = f"task failed on the cluster: {_describe(exc)}"
     try:
         write_block(info.path, ci, task.replicates,
-                    stack_records([failed_record(info.n_groups_max, error) for _ in task.replicates]))
+                    stack_records([failed_record(info.n_groups_max, error, n_methods=max(info.n_methods, 1))
+                                   for _ in task.replicates]))
     except Exception as write_exc:  # noqa: BLE001
         error += f"; and the failure could not be stored: {_describe(write_exc)}"
     return TaskResult(task.task_id, ci, tuple(task.replicates), ["failed"] * len(task.replicates), error=error)

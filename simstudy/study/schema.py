@@ -287,7 +287,11 @@ OMIT_AT_DEFAULT: frozenset[str] = frozenset({
     "location_random_slope", "scale_time",
 })
 
-_TOP_KEYS = ("name", "description", "seed", "replicates", "block_size", "mcmc", "generator", "model", "factors", "exclude", "extra")
+_TOP_KEYS = ("name", "description", "seed", "replicates", "block_size", "mcmc", "generator", "model", "factors", "exclude", "extra",
+             "methods")
+
+#: the methods a design runs when it names none (``methods = [...]`` at the top level)
+DEFAULT_METHODS: tuple[str, ...] = ("ss_melsm",)
 _SECTIONS = (_G, _M, _C)
 
 

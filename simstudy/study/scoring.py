@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..model.result import FitResult
 
 __all__ = ["SCHEMA", "STATUS_DTYPE", "ERROR_DTYPE", "ERROR_MAX", "STATUSES", "score_fit", "failed_record",
-           "empty_value", "stack_records"]
+           "empty_value", "stack_records", "truth_record", "add_methods", "METHOD_VARIABLES", "SS_MELSM_FLAG_PIP"]
 
 #: fit statuses stored in ``status``
 STATUSES = ("ok", "not_converged", "failed")
@@ -34,6 +34,15 @@ ERROR_DTYPE = f"<U{ERROR_MAX}"
 
 _G = "group"  # (cell, replicate, group)
 _F = "fit"  # (cell, replicate)
+_MG = "method_group"  # (cell, replicate, method, group)
+_MF = "method"  # (cell, replicate, method)
+
+#: the SS-MELSM's stored flag: PIP >= this (the default threshold of simstudy.evaluate);
+#: the evaluation recomputes SS-MELSM flags from ``pip`` at any threshold or rule
+SS_MELSM_FLAG_PIP = 0.75
+#: variables added with the comparator methods; stores made before them lack them and
+#: :func:`simstudy.study.store.write_block` leaves them out there
+METHOD_VARIABLES = ("flag", "score", "method_s", "hlm_z", "hlm_tau2", "hlm_H", "hlm_H_p")
 
 
 def _v(dims: str, long_name: str, units: str, dtype: str = "float64") -> dict:
@@ -94,6 +103,16 @@ SCHEMA: dict[str, dict] = {
     **_summaries("rho_u01", "the correlation of the location random intercepts and time slopes", "1"),
     "tau_u1_true": _v(_F, "true SD of the location random time slopes (longitudinal layout)", "units of y"),
     "rho_u01_true": _v(_F, "true correlation of the location random intercepts and time slopes", "1"),
+    # ---- per method (simstudy.methods.METHODS; the design's `methods` along dim `method`)
+    "flag": _v(_MG, "group flagged as inconsistent by the method: 1 yes, 0 no, NaN unscored or not run", "1"),
+    "score": _v(_MG, "the method's score for ROC/PR curves: PIP (ss_melsm) or |Z| (hlm rules)", "1"),
+    "method_s": _v(_MF, "wall time of the method on this data set (ss_melsm: its sampling share; "
+                        "hlm rules: the one two-stage HLM run they share)", "s"),
+    # ---- two-stage HLM (simstudy.methods.hlm); NaN when no hlm rule ran
+    "hlm_z": _v(_G, "two-stage HLM: Z = BLUP / SE of the group's log residual SD deviation (NaN: n < 2)", "1"),
+    "hlm_tau2": _v(_F, "two-stage HLM: REML tau^2 of the meta-analysis of d_j = log s_j + 1/(2 df_j)", "1"),
+    "hlm_H": _v(_F, "two-stage HLM: homogeneity statistic H = sum (d_j - d_bar)^2 / v_j", "1"),
+    "hlm_H_p": _v(_F, "two-stage HLM: p-value of H (chi-square, J - 1 df)", "1"),
 }
 
 
@@ -102,10 +121,10 @@ def empty_value(name: str):
     return "" if SCHEMA[name]["dtype"].startswith("<U") else np.nan
 
 
-def _blank(n_groups_max: int) -> dict[str, np.ndarray]:
+def _blank(n_groups_max: int, n_methods: int = 1) -> dict[str, np.ndarray]:
     out = {}
     for name, spec in SCHEMA.items():
-        shape = (n_groups_max,) if spec["dims"] == _G else ()
+        shape = {_G: (n_groups_max,), _F: (), _MG: (n_methods, n_groups_max), _MF: (n_methods,)}[spec["dims"]]
         out[name] = np.full(shape, empty_value(name), dtype=spec["dtype"])
     return out
 
@@ -115,9 +134,9 @@ def _truncate(text: str) -> str:
     return text if len(text) <= ERROR_MAX else text[: ERROR_MAX - 3] + "..."
 
 
-def failed_record(n_groups_max: int, error: str) -> dict[str, np.ndarray]:
+def failed_record(n_groups_max: int, error: str, n_methods: int = 1) -> dict[str, np.ndarray]:
     """The record of a fit that raised: every number NaN, status "failed", the error text."""
-    rec = _blank(n_groups_max)
+    rec = _blank(n_groups_max, n_methods)
     rec["status"] = np.asarray("failed", dtype=STATUS_DTYPE)
     rec["error"] = np.asarray(_truncate(error), dtype=ERROR_DTYPE)
     return rec
@@ -167,9 +186,78 @@ def _param(params: dict, key: str) -> float:
         return math.nan
 
 
-def score_fit(fit: "FitResult", truth: "Truth", n_groups_max: int) -> dict[str, np.ndarray]:
+def _fill_truth(rec: dict, data, truth: "Truth", n_groups_max: int) -> None:
+    """The truth and data variables of a record (as :func:`score_fit` writes them)."""
+    scalar = lambda v: np.asarray(v, dtype=np.float64)  # noqa: E731
+    rec["delta_true"] = _pad(np.asarray(truth.delta, dtype=np.float64), n_groups_max)
+    rec["t_true"] = _pad(truth.t, n_groups_max)
+    rec["u_true"] = _pad(truth.u, n_groups_max)
+    rec["sigma_true"] = _pad(truth.sigma, n_groups_max)
+    rec["n_obs"] = _pad(data.group_sizes, n_groups_max)
+    rec["observed_sd"] = _pad(data.stats.y_sd, n_groups_max)
+    p = truth.params
+    rec["tau_t_true"] = scalar(_param(p, "tau_t"))
+    rec["tau_u_true"] = scalar(_param(p, "tau_u"))
+    rec["eta0_true"] = scalar(_param(p, "eta0"))
+    rec["gamma0_true"] = scalar(_param(p, "gamma0"))
+    rec["rho_true"] = scalar(_param(p, "rho"))
+    rec["n_inconsistent_true"] = scalar(_param(p, "n_inconsistent") if "n_inconsistent" in p
+                                        else float(np.sum(truth.delta)))
+
+
+def truth_record(data, truth: "Truth", n_groups_max: int, n_methods: int = 1) -> dict[str, np.ndarray]:
+    """The record of a data set no SS-MELSM fit was made for (a comparator-only design):
+    the truth and the group sizes, status "ok", every SS-MELSM variable NaN."""
+    if truth.n_groups != data.n_groups:
+        raise ValueError(f"the truth has {truth.n_groups} groups but the data have {data.n_groups}")
+    rec = _blank(n_groups_max, n_methods)
+    _fill_truth(rec, data, truth, n_groups_max)
+    rec["status"] = np.asarray("ok", dtype=STATUS_DTYPE)
+    rec["error"] = np.asarray("", dtype=ERROR_DTYPE)
+    return rec
+
+
+def add_methods(rec: dict, methods, n_groups_max: int, *, pip=None, pip_seconds: float = math.nan,
+                hlm=None, hlm_error: str = "") -> dict[str, np.ndarray]:
+    """Fill the per-method variables of ``rec`` (in place; returned): for ``ss_melsm`` the
+    score is ``pip`` and the flag ``pip >= SS_MELSM_FLAG_PIP``; for the HLM rules the score is
+    ``|Z|`` and the flag the rule's (``hlm``: a :class:`simstudy.methods.hlm.HLMResult`).
+    Unscored groups (NaN score) have a NaN flag. A comparator that raised (``hlm_error``)
+    leaves its rows NaN and its message in ``error``."""
+    M = len(methods)
+    flag = np.full((M, n_groups_max), np.nan)
+    score = np.full((M, n_groups_max), np.nan)
+    secs = np.full(M, np.nan)
+    for i, m in enumerate(methods):
+        if m == "ss_melsm":
+            if pip is None:
+                continue
+            sc = _pad(pip, n_groups_max)
+            score[i] = sc
+            flag[i] = np.where(np.isfinite(sc), (sc >= SS_MELSM_FLAG_PIP).astype(float), np.nan)
+            secs[i] = pip_seconds
+        elif hlm is not None:
+            sc = _pad(hlm.score, n_groups_max)
+            score[i] = sc
+            flag[i] = np.where(np.isfinite(sc), _pad(hlm.flags[m], n_groups_max), np.nan)
+            secs[i] = hlm.seconds
+    rec["flag"], rec["score"], rec["method_s"] = flag, score, secs
+    if hlm is not None:
+        rec["hlm_z"] = _pad(hlm.z, n_groups_max)
+        rec["hlm_tau2"] = np.asarray(hlm.tau2, dtype=np.float64)
+        rec["hlm_H"] = np.asarray(hlm.H, dtype=np.float64)
+        rec["hlm_H_p"] = np.asarray(hlm.H_p, dtype=np.float64)
+    if hlm_error:
+        old = str(rec.get("error", ""))
+        rec["error"] = np.asarray(_truncate(f"{old}; hlm: {hlm_error}" if old else f"hlm: {hlm_error}"),
+                                  dtype=ERROR_DTYPE)
+    return rec
+
+
+def score_fit(fit: "FitResult", truth: "Truth", n_groups_max: int, n_methods: int = 1) -> dict[str, np.ndarray]:
     """One store record: per-group arrays padded with NaN to ``n_groups_max`` and per-fit
-    scalars (0-d arrays), keyed by the names of :data:`SCHEMA`."""
+    scalars (0-d arrays), keyed by the names of :data:`SCHEMA` (the per-method variables
+    blank: :func:`add_methods` fills them)."""
     post = fit.posterior
     if post.sizes.get("scale_random", 1) != 1:
         raise ValueError("score_fit handles one scale random effect (a random scale intercept); "
@@ -177,7 +265,7 @@ def score_fit(fit: "FitResult", truth: "Truth", n_groups_max: int) -> dict[str, 
     J = int(post.sizes["group"])
     if truth.n_groups != J:
         raise ValueError(f"the truth has {truth.n_groups} groups but the fit has {J}")
-    rec = _blank(n_groups_max)
+    rec = _blank(n_groups_max, n_methods)
 
     # per group
     rec["pip"] = _pad(fit.pip.values[:, 0], n_groups_max)

@@ -2,7 +2,12 @@
 
 Layout
 ------
-* dims ``cell``, ``replicate``, ``group`` (padded with NaN to the largest J of the design);
+* dims ``cell``, ``replicate``, ``group`` (padded with NaN to the largest J of the design)
+  and ``method`` (the design's ``methods``, a string coordinate; per-method variables
+  ``flag``/``score`` have dims ``(cell, replicate, method, group)``, ``method_s``
+  ``(cell, replicate, method)``). Stores made before the comparator methods have no
+  ``method`` dim; they keep opening and resuming (``simstudy.evaluate`` treats them as
+  ``ss_melsm`` only);
 * every cell-identifying setting of the design (its factors, then any other key an
   ``[[extra]]`` sets) is a plain coordinate along ``cell``, with ``cell_id`` (int64, the
   design's stable id) and ``cell_label``; ``replicate`` and ``group`` are integer coordinates;
@@ -68,7 +73,8 @@ __all__ = [
 ]
 
 STORE_VERSION = 1
-_DIMS = {"group": ("cell", "replicate", "group"), "fit": ("cell", "replicate")}
+_DIMS = {"group": ("cell", "replicate", "group"), "fit": ("cell", "replicate"),
+         "method_group": ("cell", "replicate", "method", "group"), "method": ("cell", "replicate", "method")}
 _DONE_ATTRS = {"long_name": "the record of this replicate is complete (written last, per task)", "units": ""}
 _VERSION_PACKAGES = ("simstudy", "jax", "jaxlib", "numpyro", "arviz", "xarray", "zarr", "dask", "distributed", "numpy")
 
@@ -90,6 +96,7 @@ class StoreInfo:
     replicates: int
     block_size: int
     explanation: str = ""
+    n_methods: int = 0  # length of the `method` dim (0: a store made before comparators)
 
     @property
     def cell_index(self) -> dict[int, int]:
@@ -102,6 +109,12 @@ def _schema() -> dict[str, dict]:
     from .scoring import SCHEMA
 
     return SCHEMA
+
+
+def _method_variables() -> tuple[str, ...]:
+    from .scoring import METHOD_VARIABLES
+
+    return METHOD_VARIABLES
 
 
 def package_versions() -> dict[str, str]:
@@ -149,7 +162,9 @@ def _template(design: Design, cells, schema: dict):
 
     C, R, B = len(cells), design.replicates, design.block_size
     G = max(int(c.get("n_groups")) for c in cells)
-    reserved = set(schema) | {"done", "cell", "replicate", "group", "cell_id", "cell_label"}
+    methods = tuple(getattr(design, "methods", ("ss_melsm",)))
+    M = len(methods)
+    reserved = set(schema) | {"done", "cell", "replicate", "group", "cell_id", "cell_label", "method"}
     coords: dict[str, Any] = {
         "replicate": ("replicate", np.arange(R, dtype=np.int64), {"long_name": "replicate (data set) index", "units": ""}),
         "group": ("group", np.arange(G, dtype=np.int64), {"long_name": "group index (padded to the largest J)", "units": ""}),
@@ -158,6 +173,9 @@ def _template(design: Design, cells, schema: dict):
                      "units": ""}),
         "cell_label": ("cell", np.array([c.label for c in cells], dtype=str), {"long_name": "cell label", "units": ""}),
     }
+    if any(spec["dims"].startswith("method") for spec in schema.values()):
+        coords["method"] = ("method", np.array(methods, dtype=str),
+                            {"long_name": "method that flagged the groups (simstudy.methods.METHODS)", "units": ""})
     for name in design.coords:
         if name in reserved:  # pragma: no cover - setting names never clash with the schema
             raise StoreError(f"design setting {name!r} clashes with a store variable name")
@@ -167,8 +185,9 @@ def _template(design: Design, cells, schema: dict):
     encoding = {}
     for name, spec in schema.items():
         dims = _DIMS[spec["dims"]]
-        shape = (C, R, G)[: len(dims)]
-        chunks = (1, B, G)[: len(dims)]
+        sizes = {"cell": C, "replicate": R, "group": G, "method": M}
+        shape = tuple(sizes[d] for d in dims)
+        chunks = tuple({"cell": 1, "replicate": B}.get(d, sizes[d]) for d in dims)
         dtype = np.dtype(spec["dtype"])
         fill = "" if dtype.kind == "U" else np.nan
         # one dask chunk per variable: nothing is computed (compute=False), only metadata
@@ -242,6 +261,7 @@ def _info(path: Path, design: Design, action: str, explanation: str = "") -> Sto
         replicates=int(g["replicate"].shape[0]),
         block_size=int(g.attrs["block_size"]),
         explanation=explanation,
+        n_methods=int(g["method"].shape[0]) if "method" in g else 0,
     )
 
 
@@ -392,6 +412,8 @@ def write_block(path: str | Path, cell_index: int, replicate_indices, records: d
     values = {}
     for name, value in records.items():
         arr = arrays.get(name)
+        if arr is None and name in _method_variables() and "method" not in arrays:
+            continue  # a store made before the comparator methods: it has no place for them
         if arr is None or name == "done" or tuple(arr.metadata.dimension_names[:2]) != ("cell", "replicate"):
             raise StoreError(f"{name!r} is not a result variable of the store {path}")
         value = np.asarray(value).astype(arr.dtype)  # numpy cuts text to the stored width
@@ -414,7 +436,6 @@ def write_block(path: str | Path, cell_index: int, replicate_indices, records: d
 def completion(path: str | Path):
     """``(done, status)``: DataArrays (cell, replicate) with ``cell_id`` and ``cell_label``
     coordinates; ``status`` is "" where nothing was written yet."""
-    import xarray as xr
 
     ds = open_results(path, chunks=None)
     drop = [c for c in ds.coords if c not in ("cell_id", "cell_label", "replicate")]
