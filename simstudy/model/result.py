@@ -148,10 +148,14 @@ class FitResult:
         self.tree["log_likelihood"] = xr.DataTree(ds)
         return self.tree
 
-    def loo(self, seed: int = 0):
-        """PSIS-LOO (ArviZ) on the pointwise log-likelihood."""
+    def loo(self, seed: int = 0, *, keep_weights: bool = False):
+        """PSIS-LOO on the pointwise log-likelihood: ArviZ's ``ELPDDataLOO`` with the numbers of
+        ``az.loo(tree, pointwise=True)``, computed for all observations at once
+        (:func:`simstudy.model.loo.psis_loo`; smoothed log weights only with ``keep_weights``)."""
+        from .loo import psis_loo
+
         self.add_log_likelihood(seed)
-        return az.loo(self.tree, var_name=self.data.response)
+        return psis_loo(self.tree, var_name=self.data.response, keep_weights=keep_weights)
 
     def waic(self, seed: int = 0) -> dict:
         """WAIC from the same pointwise log-likelihood: elpd_waic, p_waic, waic (deviance scale)."""
