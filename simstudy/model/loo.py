@@ -34,7 +34,7 @@ import xarray as xr
 from scipy.fft import irfft, next_fast_len, rfft
 from scipy.special import logsumexp
 
-__all__ = ["psis_loo_arrays", "psis_loo", "relative_eff", "tail_length", "gpd_fit", "ess_mean"]
+__all__ = ["psis_loo_arrays", "psis_loo", "relative_eff", "tail_length", "gpd_fit", "ess_mean", "waic_arrays"]
 
 #: ArviZ's GPD fit constants: prior on b (``prior_bs``) and the pseudo-count of the k prior
 _PRIOR_BS = 3.0
@@ -171,6 +171,19 @@ def psis_loo_arrays(log_lik: np.ndarray, r_eff: float = 1.0, *, keep_weights: bo
         if keep_weights:
             log_w[sl] = w
     return elpd, p_loo, k, log_w
+
+
+def waic_arrays(log_lik: np.ndarray) -> dict:
+    r"""WAIC of ``log_lik`` (S, N): ``elpd_i = log mean_s exp(l_is) - var_s(l_is)`` (ddof 1);
+    returns ``elpd_waic``, ``se`` (``sqrt(N var(elpd_i))``), ``p_waic`` and ``waic`` (-2 elpd)."""
+    ll = np.asarray(log_lik, dtype=np.float64)
+    top = ll.max(0)
+    lppd = np.log(np.mean(np.exp(ll - top), axis=0)) + top
+    p_waic = np.var(ll, axis=0, ddof=1)
+    elpd_i = lppd - p_waic
+    elpd = float(np.sum(elpd_i))
+    return {"elpd_waic": elpd, "se": float(np.sqrt(len(elpd_i) * np.var(elpd_i))), "p_waic": float(np.sum(p_waic)),
+            "waic": -2.0 * elpd}
 
 
 # ----------------------------------------------------------------------------- r_eff
