@@ -140,6 +140,34 @@ def test_loo_and_compare_one_row_per_model(small_fit, frame):
         simstudy.compare_fits({"only": small_fit})
 
 
+def test_float32_log_likelihood_leaves_comparison_unchanged(small_fit, frame, tmp_path):
+    """posterior.nc stores the log-likelihood as float32: LOO and the comparison table from the
+    saved files equal those of the float64 fits up to float32 rounding."""
+    other = simstudy.fit_formula(frame, LOC, SCALE, pi=0.2, seed=5, **MCMC)
+    fits = {"a": small_fit, "b": other}
+    saved = {}
+    for name, fit in fits.items():
+        fit.add_log_likelihood()
+        fit.to_netcdf(tmp_path / f"{name}.nc")
+        saved[name] = xr.open_datatree(tmp_path / f"{name}.nc", engine="h5netcdf").load()
+        ll64 = fit.tree["log_likelihood"]["y"].values
+        ll32 = saved[name]["log_likelihood"]["y"].values
+        assert ll32.dtype == np.float32 and np.array_equal(ll32, ll64.astype(np.float32))
+    ref, ours = simstudy.compare_fits(fits), simstudy.compare_fits(saved)
+    assert list(ours.index) == list(ref.index)
+    n = J * N_PER
+    for col in ("elpd_loo", "se", "elpd_diff", "dse", "p_loo"):
+        np.testing.assert_allclose(ours[col], ref[col], rtol=1e-5, atol=n * 1e-6)
+    np.testing.assert_allclose(ours["pareto_k_max"], ref["pareto_k_max"], atol=1e-4)
+    assert (ours["pareto_k_bad"] == ref["pareto_k_bad"]).all()
+    np.testing.assert_allclose(ours["weight"], ref["weight"], atol=1e-4)
+    from simstudy.model.loo import waic_arrays
+
+    waic32 = waic_arrays(saved["a"]["log_likelihood"]["y"].values.reshape(300, -1))
+    for key, value in small_fit.waic().items():
+        assert waic32[key] == pytest.approx(value, rel=1e-5, abs=n * 1e-6)
+
+
 # ------------------------------------------------------------------------------ CLI: fit
 def test_cli_fit_writes_every_file(cli_fit):
     result, out = cli_fit
@@ -188,6 +216,8 @@ def test_cli_fit_posterior_has_log_likelihood(cli_fit):
     try:
         assert {"posterior", "sample_stats", "log_likelihood"} <= set(tree.children)
         assert tree["log_likelihood"]["y"].shape == (2, 150, J * N_PER)
+        assert tree["log_likelihood"]["y"].dtype == np.float32  # kept for comparison only
+        assert tree["posterior"]["incl_prob"].dtype == np.float64
         assert tree["posterior"]["incl_prob"].shape == (2, 150, J, 1)
     finally:
         tree.close()

@@ -128,6 +128,11 @@ def test_loo_and_waic(small):
     loo = res.loo()
     assert res.tree["log_likelihood"]["y"].shape == (2, 300, data.n_obs)
     assert np.isfinite(loo.elpd) and loo.elpd < 0
+    import arviz as az  # the vectorised PSIS-LOO gives ArviZ's numbers on a real fit
+
+    ref = az.loo(res.tree, pointwise=True, var_name="y")
+    np.testing.assert_allclose(loo.pareto_k.values, ref.pareto_k.values, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose([loo.elpd, loo.p, loo.se], [ref.elpd, ref.p, ref.se], rtol=1e-10)
     waic = res.waic()
     assert abs(waic["elpd_waic"] - loo.elpd) < 0.05 * abs(loo.elpd)
 

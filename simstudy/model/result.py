@@ -149,25 +149,32 @@ class FitResult:
         self.tree["log_likelihood"] = xr.DataTree(ds)
         return self.tree
 
-    def loo(self, seed: int = 0):
-        """PSIS-LOO (ArviZ) on the pointwise log-likelihood."""
+    def loo(self, seed: int = 0, *, keep_weights: bool = False):
+        """PSIS-LOO on the pointwise log-likelihood: ArviZ's ``ELPDDataLOO`` with the numbers of
+        ``az.loo(tree, pointwise=True)``, computed for all observations at once
+        (:func:`simstudy.model.loo.psis_loo`; smoothed log weights only with ``keep_weights``)."""
+        from .loo import psis_loo
+
         self.add_log_likelihood(seed)
-        return az.loo(self.tree, var_name=self.data.response)
+        return psis_loo(self.tree, var_name=self.data.response, keep_weights=keep_weights)
 
     def waic(self, seed: int = 0) -> dict:
         """WAIC from the same pointwise log-likelihood: elpd_waic, p_waic, waic (deviance scale)."""
+        from .loo import waic_arrays
+
         self.add_log_likelihood(seed)
         ll = self.tree["log_likelihood"][self.data.response].values
-        ll = ll.reshape(-1, ll.shape[-1])
-        lppd = np.log(np.mean(np.exp(ll - ll.max(0)), axis=0)) + ll.max(0)
-        p_waic = np.var(ll, axis=0, ddof=1)
-        elpd_i = lppd - p_waic
-        elpd = float(np.sum(elpd_i))
-        return {"elpd_waic": elpd, "se": float(np.sqrt(len(elpd_i) * np.var(elpd_i))), "p_waic": float(np.sum(p_waic)),
-                "waic": -2.0 * elpd}
+        return waic_arrays(ll.reshape(-1, ll.shape[-1]))
 
-    def to_netcdf(self, path) -> None:
-        self.tree.to_netcdf(path, engine="h5netcdf")
+    def to_netcdf(self, path, *, log_lik_dtype: str | None = "float32") -> None:
+        """Write ``tree`` (h5netcdf). The pointwise log-likelihood, kept only for model
+        comparison, is stored as ``log_lik_dtype`` (float32 by default: half the size; LOO and
+        WAIC change by float32 rounding only, ~1e-7 relative per value); None keeps float64."""
+        encoding = {}
+        if log_lik_dtype is not None and "log_likelihood" in self.tree.children:
+            encoding["/log_likelihood"] = {name: {"dtype": log_lik_dtype}
+                                           for name in self.tree["log_likelihood"].data_vars}
+        self.tree.to_netcdf(path, engine="h5netcdf", encoding=encoding or None)
 
 
 # ----------------------------------------------------------------------------- builders

@@ -24,7 +24,8 @@ the deterministic site ``incl_prob``; their posterior mean is the Rao-Blackwelli
 
 Two exactly equivalent likelihood paths: per-group sufficient statistics when the scale
 design is constant within groups (cost O(J), see :class:`simstudy.model.data.GroupStats`), else
-per observation (cost O(N 2^K)).
+per observation (cost O(N 2^K) multiplications, O(N (1 + K)) exponentials; see
+:func:`_factored_loglik`).
 
 Every prior *value* (pi, SD-prior family and parameters, LKJ eta, fixed-effect prior means
 and SDs) is an array in ``hyper``, so one compiled program serves a whole sweep; only the
@@ -110,8 +111,10 @@ def _matching_column(z: np.ndarray, X: np.ndarray) -> int:
 
 
 # ----------------------------------------------------------------------------- inputs
-def model_arrays(data: MelsmData, structure: Structure) -> dict[str, np.ndarray]:
-    """The arrays the model reads (only those its likelihood path needs)."""
+def model_arrays(data: MelsmData, structure: Structure, layout: str = "factored") -> dict[str, np.ndarray]:
+    """The arrays the model reads (only those its likelihood path needs). ``layout`` of the
+    per-observation path: ``"factored"`` (:func:`per_observation_arrays`, default) or
+    ``"flat"`` (the earlier formulation, kept as the reference for tests and benchmarks)."""
     s = data.stats
     arrays = {
         "X_mean": s.X_mean,
@@ -121,9 +124,29 @@ def model_arrays(data: MelsmData, structure: Structure) -> dict[str, np.ndarray]
     }
     if structure.sufficient:
         arrays.update(n=s.n, yy=s.yy, Ay=s.Ay, AA=s.AA)
-    else:
+    elif layout == "flat":
         arrays.update(y=data.y, group=data.group, X=data.X, Z_loc=data.Z_loc, W=data.W, Z_scale=data.Z_scale)
+    else:
+        arrays.update(per_observation_arrays(data))
     return arrays
+
+
+# ----------------------------------------------------------------------------- per-observation arrays
+def per_observation_arrays(data: MelsmData) -> dict[str, np.ndarray]:
+    """Arrays of the per-observation likelihood (:func:`_factored_loglik`): the observations
+    sorted by group (stable; the likelihood is a sum, so the order is free), and per-group
+    sums of the scale design ``W_sum`` (J, S), ``Z_scale_sum`` (J, K) and sizes ``n_group``."""
+    order = np.argsort(data.group, kind="stable")
+    J = data.n_groups
+
+    def group_sum(M):
+        out = np.zeros((J, M.shape[1]))
+        np.add.at(out, data.group, M)
+        return out
+
+    return {"y": data.y[order], "group": data.group[order], "X": data.X[order], "Z_loc": data.Z_loc[order],
+            "W": data.W[order], "Z_scale": data.Z_scale[order], "W_sum": group_sum(data.W),
+            "Z_scale_sum": group_sum(data.Z_scale), "n_group": data.group_sizes.astype(np.float64)}
 
 
 def hyper_arrays(data: MelsmData, priors: Priors) -> dict[str, np.ndarray]:
@@ -261,12 +284,45 @@ def group_loglik(arrays, beta, eta, u, t, combos, structure: Structure):
         log_sigma = (arrays["W_mean"] @ eta)[:, None] + (arrays["Z_scale_mean"] * t) @ combos.T  # (J, C)
         n = arrays["n"][:, None]
         return -n * (log_sigma + 0.5 * LOG_2PI) - 0.5 * rss[:, None] * jnp.exp(-2.0 * log_sigma)
+    if "W_sum" in arrays:
+        return _factored_loglik(arrays, beta, eta, u, t, structure)
     g = arrays["group"]
     mu = arrays["X"] @ beta + jnp.sum(arrays["Z_loc"] * u[g], axis=1)
     log_sigma = (arrays["W"] @ eta)[:, None] + (arrays["Z_scale"] * t[g]) @ combos.T  # (N, C)
     resid = (arrays["y"] - mu)[:, None]
     ll_ic = -log_sigma - 0.5 * LOG_2PI - 0.5 * resid**2 * jnp.exp(-2.0 * log_sigma)
     return jax.ops.segment_sum(ll_ic, g, num_segments=structure.n_groups)
+
+
+def _factored_loglik(arrays, beta, eta, u, t, structure: Structure):
+    r"""The per-observation likelihood, summed per group, with the algebra done once per group
+    where it can be. For group ``j`` and combination ``c``:
+
+    .. math::
+
+        \sum_i \log N(y_i \mid \mu_i, \sigma_{ic}) = -\Big(\sum_i W_i\Big)\eta
+        - \Big(\sum_i Z^{sc}_i\Big)(t_j \odot c) - \frac{n_j}{2}\log 2\pi
+        - \frac12 \sum_i r_i^2 e^{-2 W_i\eta} \prod_{k: c_k = 1} e^{-2 Z^{sc}_{ik} t_{jk}},
+
+    ``r_i = y_i - \mu_i``: 1 + K exponentials per observation instead of 2^K, no (N, 2^K)
+    log-sigma array, and one segment sum over sorted groups. Equal to the flat formulation up
+    to rounding (products of exponentials for exponentials of sums: both overflow only where
+    ``|log sigma| > 350``)."""
+    g = arrays["group"]
+    mu = arrays["X"] @ beta + jnp.sum(arrays["Z_loc"] * u[g], axis=1)
+    r2 = (arrays["y"] - mu) ** 2 * jnp.exp(-2.0 * (arrays["W"] @ eta))  # (N,)
+    e = jnp.exp(-2.0 * arrays["Z_scale"] * t[g])  # (N, K)
+    columns = []
+    for combo in structure.combos:
+        v = r2
+        for k in np.flatnonzero(combo):
+            v = v * e[:, k]
+        columns.append(v)
+    quad = jax.ops.segment_sum(jnp.stack(columns, axis=1), g, num_segments=structure.n_groups,
+                               indices_are_sorted=True)  # (J, C)
+    combos = jnp.asarray(structure.combos)
+    log_sigma_sum = (arrays["W_sum"] @ eta)[:, None] + (arrays["Z_scale_sum"] * t) @ combos.T
+    return -log_sigma_sum - (0.5 * LOG_2PI) * arrays["n_group"][:, None] - 0.5 * quad
 
 
 def pointwise_loglik(data: MelsmData, draws: dict, rng_key) -> np.ndarray:

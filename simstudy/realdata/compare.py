@@ -1,4 +1,5 @@
-"""PSIS-LOO model comparison of SS-MELSM fits (ArviZ 1.x ``az.loo`` / ``az.compare``).
+"""PSIS-LOO model comparison of SS-MELSM fits (ArviZ 1.x ``az.compare`` on ``az.loo``'s
+numbers, computed by :func:`simstudy.model.loo.psis_loo`).
 
 Each fit needs the pointwise log-likelihood (``log_likelihood`` group of its DataTree, ivd's
 definition: per observation, with each group's spike-and-slab indicators drawn from their
@@ -39,9 +40,10 @@ def _tree_of(fit) -> xr.DataTree:
 
 
 def loo_of(fit, var_name: str | None = None):
-    """PSIS-LOO (``az.loo``, pointwise) of a FitResult, a DataTree with a ``log_likelihood``
-    group, or an ELPD result (returned as is)."""
-    import arviz as az
+    """PSIS-LOO (pointwise; the numbers of ``az.loo``, vectorised over observations by
+    :func:`simstudy.model.loo.psis_loo`) of a FitResult, a DataTree with a
+    ``log_likelihood`` group, or an ELPD result (returned as is)."""
+    from ..model.loo import psis_loo
 
     if hasattr(fit, "elpd_i") and hasattr(fit, "pareto_k"):
         return fit
@@ -58,7 +60,7 @@ def loo_of(fit, var_name: str | None = None):
         var_name = names[0]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # high Pareto k: reported in the table instead
-        return az.loo(tree, pointwise=True, var_name=var_name)
+        return psis_loo(tree, var_name=var_name, pointwise=True)
 
 
 def _pointwise(loo) -> np.ndarray:
