@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import xarray as xr  # noqa: E402
-from test_metrics import make_ds, synthetic_store  # noqa: E402  (tests/ is on sys.path)
+from test_evaluate_metrics import make_ds, synthetic_store  # noqa: E402  (tests/ is on sys.path)
 
 from simstudy import evaluate as M  # noqa: E402
 from simstudy.evaluate import plots as P  # noqa: E402
