@@ -62,8 +62,12 @@ __all__ = [
     "lock_path",
     "lease_dir",
     "lease_file",
+    "lease_holder",
     "live_leases",
+    "lock_phase",
     "read_holder",
+    "heartbeat_s",
+    "stale_after_s",
 ]
 
 #: seconds between heartbeats (the lock file's mtime is refreshed)
