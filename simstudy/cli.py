@@ -24,7 +24,23 @@ def _fail(message: str) -> None:
 
 
 # --------------------------------------------------------------------------- grid
-@app.command()
+_RUN_HELP = (
+    "Run (or resume) a study design into a results store.\n\n"
+    "One runner per store: a second `simstudy run` on a store that another runner holds stops with exit code 75 "
+    "and names it (host, PID, start time); with --join it shares the store instead, running only tasks nobody "
+    "holds. Before anything runs, the design's cells and tasks are counted (--max-cells, --max-tasks) and one "
+    "task's memory is estimated against a worker's (--worker-memory).\n\n"
+    "Exit codes:\n"
+    "0   complete: every fit done (not-converged fits are stored and count as done)\n"
+    "3   complete with failed fits: `simstudy status STORE` says why; --retry-failed reruns them\n"
+    "4   incomplete: fits still pending (e.g. a block whose results could not be written)\n"
+    "130 interrupted (Ctrl-C, SIGTERM): finished blocks are kept; rerun to resume\n"
+    "75  busy: another runner holds the store (add --join to share it)\n"
+    "2   nothing ran: invalid design or options, a resource limit, a store problem\n"
+)
+
+
+@app.command(help=_RUN_HELP)
 def run(
     design: Path = typer.Argument(..., help="study design TOML file"),
     store: Path = typer.Option(..., "--store", "-s", help="results store (Zarr directory) to create or resume"),
@@ -32,21 +48,34 @@ def run(
     workers: Optional[int] = typer.Option(None, help="worker processes (local) or jobs (slurm/pbs)"),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="rerun tasks whose fits failed"),
     progress: bool = typer.Option(True, help="show a progress bar"),
+    join: bool = typer.Option(False, "--join", help="if another runner holds the store, share it: run only tasks "
+                              "nobody holds, wait for the rest"),
+    max_cells: Optional[int] = typer.Option(None, "--max-cells", help="refuse designs with more cells (default 10000)"),
+    max_tasks: Optional[int] = typer.Option(None, "--max-tasks", help="refuse designs with more tasks (default 100000)"),
+    worker_memory: Optional[str] = typer.Option(None, "--worker-memory", help="memory of one worker, e.g. 16GB "
+                                                "(default: detected); tasks estimated to need more are refused"),
 ):
-    """Run (or resume) a study design into a results store."""
+    import sys
+
     from .study.design import DesignError
-    from .study.runner import run_study
+    from .study.runner import EXIT_BUSY, StoreBusyError, run_study
     from .study.store import StoreError
 
     if workers is not None and workers < 1:
         _fail(f"--workers must be at least 1, got {workers}")
+    for name, value in (("--max-cells", max_cells), ("--max-tasks", max_tasks)):
+        if value is not None and value < 1:
+            _fail(f"{name} must be at least 1, got {value}")
     try:
         summary = run_study(design, store, cluster=cluster, workers=workers, retry_failed=retry_failed,
-                            progress=progress)
+                            progress=progress, join=join, max_cells=max_cells, max_tasks=max_tasks,
+                            worker_memory=worker_memory, command=" ".join(["simstudy"] + sys.argv[1:]))
+    except StoreBusyError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=EXIT_BUSY)
     except (DesignError, StoreError, ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
-    if summary.interrupted:
-        raise typer.Exit(code=130)
+    raise typer.Exit(code=summary.exit_code)
 
 
 @app.command()
@@ -125,6 +154,11 @@ def report(
     from .evaluate.report import build_report
 
     def command(path, rule, **options):
+        from .evaluate.fits import open_store, unfinished_note
+
+        note = unfinished_note(open_store(path), path)
+        if note:
+            typer.echo(f"note: {note}")
         typer.echo(f"wrote {build_report(path, out, rule=rule, **options)}")
 
     _on_store(command, store, rule, (ValueError, KeyError), threshold=threshold, bf=bf,
@@ -147,7 +181,7 @@ def fit_cmd(
     threshold: float = typer.Option(0.75, help="PIP threshold for flagging"),
     out: Optional[Path] = typer.Option(None, help="directory for posterior (.nc), group CSV and plots"),
     plots: bool = typer.Option(False, "--plots", help="also write the pip / funnel / outcome plots"),
-    dropna: bool = typer.Option(False, "--dropna", help="drop rows with missing values in used columns"),
+    dropna: bool = typer.Option(False, "--dropna", help="drop rows with missing (NaN) or infinite (inf, -inf) values in used columns"),
 ):
     """Fit the SS-MELSM to a CSV file with mixed-model formulas and print the summary."""
     from .realdata.commands import fit_command
@@ -225,10 +259,14 @@ def generate(
 
     from .study.generate import SpecError, generate as generate_data, spec_from_dict, write_csv
 
+    from .fsutil import EncodingError, read_text_utf8
+
     values: dict = {}
     if spec is not None:
         try:
-            values.update(tomllib.loads(spec.read_text()))
+            values.update(tomllib.loads(read_text_utf8(spec)))
+        except EncodingError as exc:
+            _fail(f"--spec {exc}")
         except (OSError, tomllib.TOMLDecodeError) as exc:
             _fail(f"--spec {spec}: {exc}")
     for item in setting:

@@ -349,3 +349,54 @@ def test_extended_design_runs_only_new_cells_and_replicates(reference, tmp_path)
     assert new["done"].values.all() and dict(new.sizes)["cell"] == 5
     for name in list(SCHEMA) + ["done"]:
         np.testing.assert_array_equal(new[name].values[:4, :8], old[name].values, err_msg=name)
+
+
+def _tasks_run_in(log: str) -> list[str]:
+    """``label replicates a-b`` of every block a runner's log says it ran itself."""
+    import re
+
+    out = []
+    for line in log.splitlines():
+        m = re.match(r"\[\d+/\d+\] (.+ replicates \d+-\d+): (.*)$", line.strip())
+        if m and not m.group(2).startswith("done by another runner"):
+            out.append(m.group(1))
+    return out
+
+
+@pytest.mark.slow
+def test_two_runners_share_one_store(reference, design_file, tmp_path):
+    """A real concurrent run: two `simstudy run --join` started together on a new store. One
+    creates the store (the other waits, then joins; no ENOTEMPTY traceback), they split the
+    tasks by leases, every task runs exactly once, both exit 0 and the store equals the
+    uninterrupted run."""
+    from simstudy.study.lock import lease_dir, lock_path
+
+    ref_store, _ = reference
+    store = tmp_path / "shared.zarr"
+    cmd = [sys.executable, "-c", "from simstudy.cli import app; app()", "run", str(design_file),
+           "--store", str(store), "--workers", "1", "--join"]
+    env = dict(os.environ, COLUMNS="400")  # one progress line per task, unwrapped
+    logs = [tmp_path / f"runner{i}.log" for i in (0, 1)]
+    handles = [open(log, "w") for log in logs]
+    procs = [subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT, env=env) for fh in handles]
+    try:
+        codes = [p.wait(timeout=900) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        for fh in handles:
+            fh.close()
+    texts = [log.read_text() for log in logs]
+    both = "\n---\n".join(texts)
+    assert codes == [0, 0], both
+    assert "Traceback" not in both
+    assert sum("joining the run of" in t for t in texts) == 1, both
+    ran = [_tasks_run_in(t) for t in texts]
+    every = ran[0] + ran[1]
+    assert len(every) == 16 and len(set(every)) == 16, both  # no task twice, none left out
+    assert all(ran), f"one runner ran every task: {both}"
+    assert all("complete: all 32 fits are done" in t for t in texts), both
+    assert_same_results(ref_store, store)
+    assert not lock_path(store).exists() and not lease_dir(store).exists()

@@ -5,6 +5,8 @@ import itertools
 import re
 from functools import partial
 
+import jax
+
 import numpy as np
 import pytest
 from numpyro.infer.util import potential_energy

@@ -192,3 +192,14 @@ def fit_counts(ds: xr.Dataset, converged_only: bool = False) -> dict[str, np.nda
     }
 
 
+def unfinished_note(ds: xr.Dataset, store=None) -> str | None:
+    """A sentence for commands that read a store which is not finished (fits not yet run),
+    or None when every fit of the store has been run."""
+    st = fit_status(ds)
+    pending = int((~np.isin(st, ("ok", "not_converged", "failed"))).sum())
+    if not pending:
+        return None
+    total = int(st.size)
+    where = f" (`simstudy status {store}` shows progress)" if store is not None else ""
+    return (f"the store is unfinished: {pending} of {total} fits are not done yet{where}; "
+            f"what follows uses the {total - pending} finished fits only")

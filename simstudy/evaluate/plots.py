@@ -569,7 +569,12 @@ def plot_cli(
     converged_only: bool = False,
 ) -> list[Path]:
     """``simstudy plot``: every figure of a results store into ``out`` (PNG + PDF)."""
+    from .fits import unfinished_note
+
     ds = M.open_store(store)
+    note = unfinished_note(ds, store if not isinstance(store, xr.Dataset) else None)
+    if note:
+        print(f"note: {note}")
     paths = plot_all(
         ds, out, threshold=threshold, rule=rule, metrics=metrics, x=x, hue=hue, row=row, col=col,
         converged_only=converged_only,

@@ -290,8 +290,8 @@ def build_report(
     """Write figures, tables and ``report.md`` for a results store (path or Dataset) into
     ``out``; returns the path of ``report.md``."""
     out = Path(out)
+    ds = M.open_store(store)  # first: nothing is written for a path that is not a results store
     (out / "tables").mkdir(parents=True, exist_ok=True)
-    ds = M.open_store(store)
     info = M.design_info(ds)
     summary = M.summarize(ds, threshold=threshold, rule=rule, bf=bf, converged_only=converged_only)
     summary_bf = M.summarize(ds, rule="bf", bf=bf, converged_only=converged_only) if rule == "pip" else None

@@ -204,6 +204,11 @@ def summarize_cli(
 
     ds = open_store(store)
     summary = summarize(ds, threshold=threshold, rule=rule, bf=bf, converged_only=converged_only)
+    from .fits import unfinished_note
+
+    note = unfinished_note(ds, store if not isinstance(store, xr.Dataset) else None)
+    if note:
+        Console(stderr=True).print(f"note: {note}", highlight=False)
     rule_txt = f"PIP ≥ {threshold:g}" if rule == "pip" else f"BF₁₀ ≥ {bf:g} (PIP ≥ {bf:g}π/(1−π+{bf:g}π))"
     table = Table(title=f"{design_info(ds).get('name', 'study')}: {rule_txt}; value ± MCSE", show_lines=False)
     table.add_column("cell", no_wrap=True)

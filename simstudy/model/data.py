@@ -25,6 +25,10 @@ class DataError(ValueError):
     """Raised when a dataset cannot be used; the message names the field and the fix."""
 
 
+class ConstantGroupWarning(UserWarning):
+    """Some groups have the same response in every observation (within-group SD 0)."""
+
+
 @dataclass(frozen=True)
 class GroupStats:
     """Per-group sufficient statistics for the Gaussian likelihood.
@@ -190,7 +194,27 @@ class MelsmData:
                 f"{singles} group(s) have a single observation; their scale effects are informed by the prior only",
                 stacklevel=2,
             )
+        constant = data.constant_groups()
+        if len(constant):
+            shown = ", ".join(str(g) for g in constant[:5]) + (f" and {len(constant) - 5} more" if len(constant) > 5 else "")
+            warnings.warn(
+                f"{len(constant)} group(s) of {group_name!r} have the same {response!r} in every observation "
+                f"({shown}): their within-group SD is 0, which the scale model can only approach by sending the "
+                "group's scale effect towards minus infinity. Expect divergent transitions and a high R-hat, and a "
+                "PIP of 1 (BF10 unbounded) for these groups that says nothing about real consistency; check whether "
+                "the values are right (a default, a copy, a censored or rounded score), or leave those groups out",
+                ConstantGroupWarning,
+                stacklevel=2,
+            )
         return data
+
+    def constant_groups(self) -> np.ndarray:
+        """Labels of groups with at least two observations that all have the same response."""
+        lo = np.full(self.n_groups, np.inf)
+        hi = np.full(self.n_groups, -np.inf)
+        np.minimum.at(lo, self.group, self.y)
+        np.maximum.at(hi, self.group, self.y)
+        return self.group_labels[(self.group_sizes >= 2) & (hi == lo)]
 
     @classmethod
     def intercepts_only(cls, y, group, **kwargs) -> "MelsmData":

@@ -111,6 +111,25 @@ def _fmt(value, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
+#: Bayes factors from this on print as a bound: with a few thousand draws the exact size of
+#: a larger one is Monte Carlo noise (and PIP = 1 gives an infinite one)
+BF_DISPLAY_MAX = 1e6
+
+
+def format_bf(bf) -> str:
+    """BF10 for printing: ``12.3``, ``4.56e+04``, or ``> 10^6`` at and above
+    :data:`BF_DISPLAY_MAX` (infinite included); ``–`` when undefined."""
+    try:
+        bf = float(bf)
+    except (TypeError, ValueError):
+        return "–"
+    if math.isnan(bf):
+        return "–"
+    if bf >= BF_DISPLAY_MAX:
+        return f"> 10^{int(round(math.log10(BF_DISPLAY_MAX)))}"
+    return f"{bf:.1f}" if bf < 1e4 else f"{bf:.2e}"
+
+
 def _fmt_int(value) -> str:
     try:
         return "–" if not math.isfinite(float(value)) else f"{float(value):.0f}"
@@ -179,7 +198,7 @@ def print_summary(fit, threshold: float = 0.75, *, console=None, loo=None, waic=
         head.add_row("Scale", escape(str(meta["scale_formula"])))
     dropped = int(meta.get("dropped_rows", 0) or 0)
     head.add_row("Data", f"{data.n_obs} observations in {data.n_groups} groups ({escape(str(data.group_name))})"
-                 + (f"; {dropped} rows with missing values dropped" if dropped else ""))
+                 + (f"; {dropped} rows with missing or infinite values dropped" if dropped else ""))
     p = fit.priors
     head.add_row("Priors", f"pi = {_pi_text(p.pi)}; location SDs {p.location_sd}; scale SDs {p.scale_sd}; LKJ({p.lkj_eta:g})")
     head.add_row("MCMC", f"NUTS, {settings.chains} chains x ({settings.warmup} warmup + {settings.draws} draws), "
@@ -238,7 +257,7 @@ def print_summary(fit, threshold: float = 0.75, *, console=None, loo=None, waic=
         cells = [escape(str(r["group"])), str(int(r["n"]))]
         for col in pips:
             bf = float(r["bf10" + col[3:]])
-            cells += [_fmt(r[col], 3), "inf" if not math.isfinite(bf) else (f"{bf:.1f}" if bf < 1e4 else f"{bf:.2e}")]
+            cells += [_fmt(r[col], 3), format_bf(bf)]
         cells += [_fmt(r["within_sd"], 3), _fmt(r["mean"], 3)]
         table.add_row(*cells)
     console.print(table)
@@ -263,11 +282,36 @@ def read_csv_checked(path) -> pd.DataFrame:
         raise FitInputError(f"cannot read {str(path)!r}: {exc.strerror or exc}") from None
     if len(df) == 0:
         raise FitInputError(f"data file {str(path)!r} has a header but no rows")
+    _check_header(path, df)
     if len(df.columns) < 2:
         raise FitInputError(
             f"data file {str(path)!r} has a single column {list(df.columns)}; is it comma-separated?"
         )
     return df
+
+
+def _check_header(path: Path, df: pd.DataFrame) -> None:
+    """Refuse duplicate column names (pandas would silently rename the second ``x`` to
+    ``x.1``, so a formula naming ``x`` would use the first column only)."""
+    import csv
+
+    try:
+        with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+            header = next(csv.reader(fh), [])
+    except OSError:
+        return
+    header = [h.strip() for h in header]
+    seen: dict[str, int] = {}
+    dups: dict[str, list[int]] = {}
+    for i, name in enumerate(header, start=1):
+        if name in seen:
+            dups.setdefault(name, [seen[name]]).append(i)
+        else:
+            seen[name] = i
+    if dups:
+        detail = "; ".join(f"{name!r} is column {' and '.join(str(i) for i in cols)}" for name, cols in dups.items())
+        raise FitInputError(f"data file {str(path)!r} has duplicate column names ({detail}); rename them so that "
+                            "every column has its own name (a formula could not tell them apart)")
 
 
 def check_out_dir(out) -> Path:
@@ -401,16 +445,23 @@ def write_fit_dir(fit, out, *, threshold: float = 0.75, plots: bool = False, loo
     ``log_likelihood``), ``groups.csv``, ``summary.csv``, ``fit.json`` and, with ``plots``,
     ``pip.png``, ``funnel.png``, ``outcome.png``. Returns name -> final path.
     """
+    from ..fsutil import check_free_space
+
     out = Path(out)
     parent = out.absolute().parent
     parent.mkdir(parents=True, exist_ok=True)
     fit.add_log_likelihood()
+    need = posterior_nc_bytes(fit) + (3 << 20 if plots else 0) + (1 << 20)
+    # before anything is written: a write that fills the disk can crash h5py instead of raising
+    check_free_space(parent, need, f"posterior.nc to {out}")
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
+    current = "posterior.nc"
     try:
         tmp.chmod(0o777 & ~_umask())
         written = {}
-        fit.to_netcdf(tmp / "posterior.nc")
+        _write_bytes(tmp / "posterior.nc", _netcdf_bytes(fit))
         written["posterior"] = "posterior.nc"
+        current = "groups.csv, summary.csv"
         groups_csv_table(fit, threshold).to_csv(tmp / "groups.csv", index=False)
         written["groups"] = "groups.csv"
         _summary_csv_table(fit).to_csv(tmp / "summary.csv")
@@ -418,8 +469,10 @@ def write_fit_dir(fit, out, *, threshold: float = 0.75, plots: bool = False, loo
         if plots:
             from .plots import save_fit_plots
 
+            current = "the plots"
             for name, path in save_fit_plots(fit, tmp, threshold).items():
                 written[name] = path.name
+        current = "fit.json"
         info = fit_info(fit, threshold=threshold, loo=loo, waic=waic, data_file=data_file, extra=extra)
         info["files"] = sorted(written.values()) + ["fit.json"]
         (tmp / "fit.json").write_text(json.dumps(info, indent=2) + "\n")
@@ -431,10 +484,40 @@ def write_fit_dir(fit, out, *, threshold: float = 0.75, plots: bool = False, loo
             shutil.rmtree(old, ignore_errors=True)
         else:
             tmp.rename(out)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        from ..fsutil import DiskFullError, disk_full_message, is_disk_full
+
+        if isinstance(exc, Exception) and not isinstance(exc, DiskFullError) and is_disk_full(exc):
+            raise DiskFullError(disk_full_message(parent, f"{current} to {out}", need)
+                                + "; nothing was written (the partial files were removed)") from None
         raise
     return {name: out / fname for name, fname in written.items()}
+
+
+def posterior_nc_bytes(fit) -> int:
+    """Size of ``posterior.nc`` before compression: every array of the fit's DataTree."""
+    try:
+        return int(sum(node.to_dataset().nbytes for node in fit.tree.subtree))
+    except Exception:  # noqa: BLE001 - an estimate only
+        return 0
+
+
+def _netcdf_bytes(fit) -> bytes:
+    """``posterior.nc`` serialised in memory: the file is then written with plain Python I/O,
+    where a full disk is an ``OSError`` (h5py writing to a full disk itself may crash)."""
+    import io
+
+    buf = io.BytesIO()
+    fit.to_netcdf(buf)
+    return buf.getvalue()
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 # =============================================================================== commands
@@ -499,7 +582,7 @@ def fit_command(
             console.print(f"[yellow]warning:[/yellow] {escape(str(w.message))}", highlight=False)
     dropped = int(mdata.meta.get("dropped_rows", 0) or 0)
     if dropped:
-        console.print(f"dropped {dropped} rows with missing values (--dropna)", highlight=False)
+        console.print(f"dropped {dropped} rows with missing or infinite values (--dropna)", highlight=False)
 
     # ------------------------------------------------------------ fit
     from .compare import loo_of
@@ -520,11 +603,17 @@ def fit_command(
 
     print_summary(result, threshold, console=console, loo=loo, waic=waic)
     if out is not None:
-        paths = write_fit_dir(
-            result, out, threshold=threshold, plots=plots, loo=loo, waic=waic, data_file=data,
-            extra={"timings_s": {"compile": result.compile_s, "sampling": result.sample_s, "loo_waic": ic_s,
-                                 "total": time.perf_counter() - t0}, "dropna": dropna},
-        )
+        try:
+            paths = write_fit_dir(
+                result, out, threshold=threshold, plots=plots, loo=loo, waic=waic, data_file=data,
+                extra={"timings_s": {"compile": result.compile_s, "sampling": result.sample_s, "loo_waic": ic_s,
+                                     "total": time.perf_counter() - t0}, "dropna": dropna},
+            )
+        except OSError as exc:  # full disk (DiskFullError), permissions, ...: one line, exit 1
+            from ..fsutil import DiskFullError
+
+            _fail(str(exc) if isinstance(exc, DiskFullError) else
+                  f"cannot write --out {out}: {exc.strerror or exc}; nothing was written", code=1)
         console.print(escape(f"wrote {', '.join(p.name for p in paths.values())} to {out}"), highlight=False)
     return result
 

@@ -261,22 +261,36 @@ def _check_types(parsed: ParsedFormula, df: pd.DataFrame) -> None:
             )
 
 
+def _unusable(df: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """True where a used value is missing (NaN, None) or infinite (inf, -inf in numeric columns)."""
+    sub = df[columns]
+    bad = sub.isna()
+    for c in columns:
+        if pd.api.types.is_float_dtype(sub[c]):
+            bad[c] = bad[c] | np.isinf(sub[c].to_numpy())
+    return bad
+
+
 def _missing_rows(df: pd.DataFrame, columns: list[str]) -> pd.Series:
-    return df[columns].isna().any(axis=1)
+    """Rows with a missing or infinite value in a used column (what ``dropna`` drops)."""
+    return _unusable(df, columns).any(axis=1)
 
 
 def _check_missing(df: pd.DataFrame, columns: list[str]) -> None:
-    na = df[columns].isna()
-    rows = na.any(axis=1).to_numpy()
+    bad = _unusable(df, columns)
+    rows = bad.any(axis=1).to_numpy()
     if not rows.any():
         return
-    counts = {c: int(n) for c, n in na.sum().items() if n}
+    counts = {c: int(n) for c, n in bad.sum().items() if n}
     detail = ", ".join(f"{c!r} ({n} row{'s' if n > 1 else ''})" for c, n in counts.items())
     first = np.flatnonzero(rows)[:_MAX_ROWS_SHOWN].tolist()
+    n_inf = int(sum(np.isinf(df[c].to_numpy()).sum() for c in columns if pd.api.types.is_float_dtype(df[c])))
+    kind = "missing values" if not n_inf else ("infinite values" if n_inf == int(bad.values.sum()) else
+                                                "missing or infinite values")
     raise FormulaError(
-        f"missing values in column(s) {detail}; {int(rows.sum())} of {len(df)} rows affected, "
-        f"first at row positions {first} (0-based). Drop those rows with dropna=True (CLI: --dropna) "
-        "or impute them first"
+        f"{kind} in column(s) {detail}; {int(rows.sum())} of {len(df)} rows affected, "
+        f"first at row positions {first} (0-based). Drop those rows with dropna=True (CLI: --dropna; it drops "
+        "rows with missing and with infinite values) or fix them first"
     )
 
 
@@ -314,9 +328,9 @@ def melsm_data_from_formulas(df: pd.DataFrame, location: str, scale: str, *, dro
     writes them (``"Intercept"``, ``"a:b"`` for interactions), group labels the sorted unique
     values of ``g``. ``meta`` records both formulas and ``dropped_rows``.
 
-    With ``dropna=True`` rows with a missing value in any column the formulas use are dropped
-    (and counted in ``meta["dropped_rows"]``); otherwise missing values raise
-    :class:`FormulaError`. Centring is left to the user: columns enter as they are.
+    With ``dropna=True`` rows with a missing (NaN) or infinite (inf, -inf) value in any column
+    the formulas use are dropped (and counted in ``meta["dropped_rows"]``); otherwise such
+    values raise :class:`FormulaError`. Centring is left to the user: columns enter as they are.
     """
     if not isinstance(df, pd.DataFrame):
         raise FormulaError(f"data must be a pandas DataFrame, got {type(df).__name__}")
@@ -341,7 +355,7 @@ def melsm_data_from_formulas(df: pd.DataFrame, location: str, scale: str, *, dro
     else:
         _check_missing(df, used)
     if len(df) == 0:
-        raise FormulaError(f"no rows left after dropping {dropped} rows with missing values")
+        raise FormulaError(f"no rows left after dropping {dropped} rows with missing or infinite values")
     data = df.reset_index(drop=True)
 
     dm_loc, dm_scl = _design(loc, data), _design(scl, data)

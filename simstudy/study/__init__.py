@@ -6,5 +6,7 @@
 * :mod:`.generate` — MELSM data with known truth;
 * :mod:`.scoring` — a fit and its truth as one store record;
 * :mod:`.store` — the Zarr results store;
-* :mod:`.runner` — the only orchestrator (local Dask or dask-jobqueue, resume, errors per task).
+* :mod:`.runner` — the only orchestrator (local Dask or dask-jobqueue, resume, errors per task);
+* :mod:`.lock` — one runner per store: the store lock and task leases;
+* :mod:`.limits` — cell/task counts and memory per task, checked before any work.
 """

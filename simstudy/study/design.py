@@ -72,6 +72,7 @@ from .schema import (
     _typename,
     describe_settings,
 )
+from .limits import MAX_CELLS, MAX_TASKS, count_design, fmt_count
 
 
 
@@ -102,14 +103,20 @@ __all__ = [
 # --------------------------------------------------------------------------------------
 
 
-def load_design(path: str | Path) -> Design:
-    """Read and validate a design file."""
+def load_design(path: str | Path, *, max_cells: int | None = MAX_CELLS, max_tasks: int | None = MAX_TASKS) -> Design:
+    """Read and validate a design file (UTF-8; a byte that is not is reported with its line
+    and column). ``max_cells`` / ``max_tasks``: refuse designs with more (None: no limit),
+    counted before any cell is built."""
+    from ..fsutil import EncodingError, read_text_utf8
+
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text_utf8(path)
+    except EncodingError as exc:
+        raise DesignError(str(exc), source=str(path)) from None
     except OSError as exc:
         raise DesignError(f"cannot read the design file: {exc}", source=str(path)) from None
-    return parse_design(text, source=str(path))
+    return parse_design(text, source=str(path), max_cells=max_cells, max_tasks=max_tasks)
 
 
 def _suggest(key: str, candidates) -> str:
@@ -117,21 +124,53 @@ def _suggest(key: str, candidates) -> str:
     return f"; did you mean {hint[0]!r}?" if hint else ""
 
 
-def parse_design(text: str, source: str = "<string>") -> Design:
-    """Parse and validate design text; raises :class:`DesignError` listing every problem."""
+#: other names people give the top-level keys
+_TOP_SYNONYMS = {
+    "prior": "model", "priors": "model", "models": "model",
+    "sampler": "mcmc", "nuts": "mcmc", "sampling": "mcmc", "mcmc_settings": "mcmc",
+    "data": "generator", "generate": "generator", "generation": "generator", "simulation": "generator",
+    "grid": "factors", "vary": "factors", "levels": "factors",
+    "exclusions": "exclude", "exclusion": "exclude", "cells": "extra", "extras": "extra",
+    "reps": "replicates", "replications": "replicates", "n_replicates": "replicates", "nrep": "replicates",
+    "n_reps": "replicates", "random_seed": "seed", "rng_seed": "seed", "base_seed": "seed",
+    "block": "block_size", "batch_size": "block_size", "title": "name",
+}
+
+
+def _suggest_top(key: str) -> str:
+    """'did you mean' for a top-level key: close spellings, other case, common synonyms;
+    else the list of top-level keys."""
+    lower = key.lower()
+    if lower in _TOP_KEYS:
+        return f"; did you mean {lower!r}? (keys are lower case)"
+    if lower in _TOP_SYNONYMS and _TOP_SYNONYMS[lower] in _TOP_KEYS:
+        return f"; did you mean {_TOP_SYNONYMS[lower]!r}?"
+    hint = difflib.get_close_matches(lower, list(_TOP_KEYS), n=1, cutoff=0.5)
+    if hint:
+        return f"; did you mean {hint[0]!r}?"
+    return f"; the top-level keys are {', '.join(_TOP_KEYS)}"
+
+
+def parse_design(text: str, source: str = "<string>", *, max_cells: int | None = MAX_CELLS,
+                 max_tasks: int | None = MAX_TASKS) -> Design:
+    """Parse and validate design text; raises :class:`DesignError` listing every problem.
+    ``max_cells`` / ``max_tasks`` (None: no limit) are checked on the factor level counts,
+    before the grid is built."""
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise DesignError(f"not valid TOML: {exc}", source=source) from None
-    p = _Parser(raw, source)
+    p = _Parser(raw, source, max_cells=max_cells, max_tasks=max_tasks)
     return p.build(text)
 
 
 class _Parser:
-    def __init__(self, raw: dict, source: str):
+    def __init__(self, raw: dict, source: str, *, max_cells: int | None = None, max_tasks: int | None = None):
         self.raw = raw
         self.source = source
         self.problems: list[str] = []
+        self.max_cells = max_cells
+        self.max_tasks = max_tasks
 
     def bad(self, msg: str) -> None:
         self.problems.append(msg)
@@ -153,6 +192,9 @@ class _Parser:
             self.bad(
                 f"{path}: {key!r} is a {s.namespace} setting; put it under [{s.namespace}] (fixed) or [factors] (varied)"
             )
+            return
+        if section is None and tuple(allowed) == tuple(_TOP_KEYS):
+            self.bad(f"{path}: unknown top-level key {key!r}{_suggest_top(key)}")
             return
         self.bad(f"{path}: unknown key {key!r}{_suggest(key, allowed)}")
 
@@ -375,6 +417,7 @@ class _Parser:
             if ok_cell:
                 extra.append(cell)
 
+        self.check_counts(factors, extra, replicates, block_size)
         self.fail_if_bad()
 
         # ---- expansion ------------------------------------------------------------------
@@ -463,6 +506,22 @@ class _Parser:
             methods=methods,
         )
 
+    def check_counts(self, factors: dict, extra: list, replicates: int, block_size: int) -> None:
+        """Refuse (before building anything) a grid with more cells or tasks than the limits."""
+        counts = {k: len(v) for k, v in factors.items()}
+        n_cells, n_tasks = count_design(counts, len(extra), replicates, block_size)
+        what = fmt_count(counts, len(extra))
+        upto = "up to " if self.raw.get("exclude") else ""
+        if self.max_cells is not None and n_cells > self.max_cells:
+            self.bad(f"the design has {upto}{n_cells:,} cells ({what}), more than the limit of {self.max_cells:,}; "
+                     "remove levels or factors, or raise the limit (simstudy run --max-cells "
+                     f"{n_cells}) if you mean it")
+        elif self.max_tasks is not None and n_tasks > self.max_tasks:
+            self.bad(f"the design has {upto}{n_tasks:,} tasks ({n_cells:,} cell{'s' if n_cells != 1 else ''} x {-(-replicates // block_size):,} blocks "
+                     f"of up to {block_size} replicates), more than the limit of {self.max_tasks:,}; use fewer "
+                     "replicates or cells, a larger block_size, or raise the limit (simstudy run --max-tasks "
+                     f"{n_tasks}) if you mean it")
+
     def check_cells(self, cells: list[Cell]) -> None:
         from ..model.priors import PriorError, Priors
 
@@ -483,7 +542,8 @@ class _Parser:
 
         for cell in cells:
             g = cell.generator
-            if g["size_min"] is not None and g["size_max"] is not None and g["size_min"] > g["size_max"]:
+            size_bad = g["size_min"] is not None and g["size_max"] is not None and g["size_min"] > g["size_max"]
+            if size_bad:
                 report(cell, "generator", f"size_min ({g['size_min']}) is larger than size_max ({g['size_max']})")
             try:
                 Priors(**cell.model)
@@ -493,6 +553,8 @@ class _Parser:
                 try:
                     GeneratorSpec(**cell.generator)
                 except (SpecError, TypeError, ValueError) as exc:
+                    if size_bad and ("size_min" in str(exc) or "size_max" in str(exc)):
+                        continue  # the same problem, already reported in the words above
                     report(cell, "generator", str(exc))
 
 
@@ -524,7 +586,8 @@ def design_to_dict(design: Design) -> dict:
 
 def design_from_dict(d: dict) -> Design:
     """Inverse of :func:`design_to_dict` (re-parses the stored text; checks the hash)."""
-    design = parse_design(d["text"], source=d.get("source", "<stored>"))
+    # no size limits: the store was made for this design (perhaps with --max-cells raised)
+    design = parse_design(d["text"], source=d.get("source", "<stored>"), max_cells=None, max_tasks=None)
     if "hash" in d and d["hash"] != design.hash:
         raise DesignError(
             f"the stored design text gives hash {design.hash[:12]}..., not the stored {d['hash'][:12]}...; "

@@ -17,6 +17,16 @@ dataset do not depend on the other datasets of its batch. So the same design giv
 same numbers on any number of workers, and an interrupted, resumed run gives exactly the
 numbers of an uninterrupted one (tests/test_runner.py checks both). Timings differ.
 
+Before anything runs, the design's cells and tasks are counted against limits and the
+largest task's memory estimated against a worker's (:mod:`simstudy.study.limits`). One
+runner per store: :func:`run_study` takes the store's lock (:mod:`simstudy.study.lock`)
+before it creates, opens or extends the store; a second runner raises
+:class:`StoreBusyError` naming the holder, or with ``join=True`` shares the store. Every
+task takes a lease before it starts and re-checks that its block is not done, so runners
+sharing a store never run a task twice; a task another runner holds is waited for and run
+here if that runner dies. :attr:`RunSummary.exit_code` says how the store ended (complete,
+complete with failed fits, incomplete, interrupted).
+
 Workers are processes with one thread each. Their environment is set before JAX starts
 (:func:`worker_env`): single-threaded XLA/BLAS, CPU platform, and ``SIMSTUDY_JAX_CACHE``
 (the persistent compilation cache shared by all workers; default
@@ -53,7 +63,7 @@ from pathlib import Path
 import numpy as np
 
 from .design import Design, Task, load_design, replicate_seed
-from .store import StoreInfo, completion, create_or_open, read_info, write_block
+from .store import StoreError, StoreInfo, completion, create_or_open, read_info, write_block
 
 __all__ = [
     "XLA_FLAGS",
@@ -71,6 +81,14 @@ __all__ = [
     "fit_block",
     "run_task",
     "run_study",
+    "check_task_memory",
+    "StoreBusyError",
+    "EXIT_COMPLETE",
+    "EXIT_REFUSED",
+    "EXIT_FAILED_FITS",
+    "EXIT_INCOMPLETE",
+    "EXIT_BUSY",
+    "EXIT_INTERRUPTED",
     "status_rows",
     "print_status",
 ]
@@ -164,6 +182,10 @@ class TaskResult:
     score_s: float = 0.0
     write_s: float = 0.0
     worker: str = ""
+    #: "ran"; "held": another runner holds the task's lease (nothing done here);
+    #: "done_elsewhere": another runner finished it since this run listed it
+    outcome: str = "ran"
+    holder: str = ""
 
 
 def _describe(exc: BaseException) -> str:
@@ -209,9 +231,51 @@ def centered_location_for(spec) -> bool:
     return spec.group_size >= 10
 
 
-def run_task(task: Task, store_path: str, cell_index: int, n_groups_max: int) -> TaskResult:
+def _block_finished(store_path: str, cell_index: int, reps, retry_failed: bool) -> bool:
+    """The block is done in the store (and, with ``retry_failed``, has no failed fit)."""
+    import zarr
+
+    sl = (int(cell_index), slice(reps[0], reps[-1] + 1))
+    done = np.asarray(zarr.open_array(str(Path(store_path) / "done"), mode="r")[sl])
+    if not done.all():
+        return False
+    if retry_failed:
+        status = np.asarray(zarr.open_array(str(Path(store_path) / "status"), mode="r")[sl]).astype(str)
+        return not (status == "failed").any()
+    return True
+
+
+def run_task(task: Task, store_path: str, cell_index: int, n_groups_max: int, *, lease_dir: str | None = None,
+             run_id: str = "", retry_failed: bool = False) -> TaskResult:
     """Generate, fit (:func:`fit_block`: one batched call), score and write one block; never
-    raises for a failing fit (the block is stored as failed), only for a failing store write."""
+    raises for a failing fit or a failing store write (the block is stored as failed).
+
+    With ``lease_dir`` (what :func:`run_study` passes) the task first takes its lease
+    (:class:`simstudy.study.lock.TaskLease`): when another runner holds it the task returns
+    at once with ``outcome="held"``; when the block was finished meanwhile (by another
+    runner sharing the store) it returns ``outcome="done_elsewhere"``. So no block is run
+    twice, however many runners share the store."""
+    reps = tuple(task.replicates)
+    if lease_dir is None:
+        return _run_task(task, store_path, cell_index, n_groups_max)
+    from .lock import TaskLease
+
+    lease = TaskLease(Path(lease_dir), task.task_id, run_id)
+    holder = lease.acquire()
+    if holder is not None:
+        return TaskResult(task.task_id, cell_index, reps, [], outcome="held", holder=holder.describe(),
+                          worker=f"{os.uname().nodename}:{os.getpid()}")
+    try:
+        if _block_finished(store_path, cell_index, reps, retry_failed):
+            return TaskResult(task.task_id, cell_index, reps, [], outcome="done_elsewhere",
+                              worker=f"{os.uname().nodename}:{os.getpid()}")
+        return _run_task(task, store_path, cell_index, n_groups_max)
+    finally:
+        lease.release()
+
+
+def _run_task(task: Task, store_path: str, cell_index: int, n_groups_max: int) -> TaskResult:
+    """The work of one task (see :func:`run_task`)."""
     from .scoring import add_methods, failed_record, score_fit, stack_records, truth_record
 
     t0 = time.perf_counter()
@@ -273,13 +337,17 @@ def run_task(task: Task, store_path: str, cell_index: int, n_groups_max: int) ->
         records = [failed_record(n_groups_max, error, n_methods=M) for _ in reps]
     stacked = stack_records(records)
     t_write = time.perf_counter()
-    write_block(store_path, cell_index, reps, stacked)
+    statuses = [str(s) for s in stacked["status"]]
+    try:
+        write_block(store_path, cell_index, reps, stacked)
+    except Exception as exc:  # noqa: BLE001 - e.g. a full disk: the block is failed, not half-done
+        error, statuses = _store_write_failure(store_path, cell_index, reps, n_groups_max, exc, n_methods=M)
     write_s = time.perf_counter() - t_write
     return TaskResult(
         task_id=task.task_id,
         cell_index=cell_index,
         replicates=reps,
-        statuses=[str(s) for s in stacked["status"]],
+        statuses=statuses,
         error=error,
         seconds=time.perf_counter() - t0,
         compile_s=compile_s,
@@ -290,6 +358,32 @@ def run_task(task: Task, store_path: str, cell_index: int, n_groups_max: int) ->
         write_s=write_s,
         worker=f"{os.uname().nodename}:{os.getpid()}",
     )
+
+
+def _store_write_failure(store_path, cell_index: int, reps, n_groups_max: int, exc: BaseException,
+                         n_methods: int = 1) -> tuple[str, list[str]]:
+    """The block's results could not be written: store it as failed (every variable
+    overwritten by the failed record, then ``done``), so no half-written block stays
+    behind. If even that write fails the block stays pending (``done`` False) and is
+    redone by the next run. Returns the error text and the statuses."""
+    from ..fsutil import DiskFullError, disk_full_message, is_disk_full
+    from .scoring import failed_record, stack_records
+
+    if isinstance(exc, DiskFullError):
+        why = str(exc)
+    elif is_disk_full(exc):
+        why = disk_full_message(store_path, f"the results of replicates {reps[0]}-{reps[-1]}")
+    else:
+        why = _describe(exc)
+    error = f"the block's results could not be written to the store: {why}"
+    try:
+        write_block(store_path, cell_index, reps,
+                    stack_records([failed_record(n_groups_max, error, n_methods=n_methods) for _ in reps]),
+                    check_space=False)
+    except Exception as exc2:  # noqa: BLE001
+        error += (f"; recording the failure failed too ({_describe(exc2)}): the block stays pending "
+                  "and the next run redoes it")
+    return error, ["failed"] * len(reps)
 
 
 def pending_tasks(design: Design, info: StoreInfo, done, status, retry_failed: bool = False) -> list[tuple[Task, int]]:
@@ -460,19 +554,42 @@ class _Progress:
             if res.error:
                 self.console.print(f"    error: {res.error}", highlight=False)
 
+    def elsewhere(self, res: TaskResult | None, label: str, replicates=None) -> None:
+        """A task another runner sharing the store finished."""
+        self.tasks += 1
+        reps = res.replicates if res is not None else tuple(replicates)
+        if self.bar is not None:
+            self.bar.update(self.bar_task, advance=1)
+        elif self.enabled:
+            self.console.print(f"[{self.tasks}/{self.n_tasks}] {label} replicates {reps[0]}-{reps[-1]}: "
+                               "done by another runner", highlight=False)
+
     def stop(self) -> None:
         if self.bar is not None:
             self.bar.stop()
 
 
 # ----------------------------------------------------------------------------- run
+#: exit codes of ``simstudy run`` (README "Reliability"; ``simstudy run --help``)
+EXIT_COMPLETE = 0  # every task of the design is done in the store, no failed fit
+EXIT_REFUSED = 2  # nothing ran: invalid design or options, a resource limit, a store problem
+EXIT_FAILED_FITS = 3  # every task is done, but some fits failed (their errors are in the store)
+EXIT_INCOMPLETE = 4  # the run ended with tasks still pending (e.g. a block whose write failed twice)
+EXIT_BUSY = 75  # another runner holds the store's lock (and --join was not given); EX_TEMPFAIL
+EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM: finished blocks are saved, rerun to resume
+
+
+class StoreBusyError(RuntimeError):
+    """Another runner holds the store's lock; the message names it."""
+
+
 @dataclass
 class RunSummary:
-    """What :func:`run_study` did."""
+    """What :func:`run_study` did, and the state of the store when it ended."""
 
     design: str
     store: Path
-    store_action: str  # "created" | "opened" | "extended"
+    store_action: str  # "created" | "opened" | "extended" | "joined"
     tasks_total: int
     tasks_skipped: int
     tasks_run: int = 0
@@ -483,10 +600,156 @@ class RunSummary:
     interrupted: bool = False
     errors: list[str] = field(default_factory=list)
     task_results: list[TaskResult] = field(default_factory=list, repr=False)
+    #: tasks another runner sharing the store finished (``--join`` / a joined runner)
+    tasks_done_elsewhere: int = 0
+    joined: bool = False
+    #: the whole store when the run ended (all runners' work): fits failed, fits not done
+    store_fits_failed: int = 0
+    store_fits_pending: int = 0
+    store_fits_total: int = 0
 
     @property
     def fits_per_min(self) -> float:
         return self.fits_run / (self.seconds / 60.0) if self.seconds > 0 else 0.0
+
+    @property
+    def exit_code(self) -> int:
+        """:data:`EXIT_INTERRUPTED`, :data:`EXIT_INCOMPLETE`, :data:`EXIT_FAILED_FITS` or
+        :data:`EXIT_COMPLETE`, from the store's state (not only this run's tasks)."""
+        if self.interrupted:
+            return EXIT_INTERRUPTED
+        if self.store_fits_pending:
+            return EXIT_INCOMPLETE
+        if self.store_fits_failed:
+            return EXIT_FAILED_FITS
+        return EXIT_COMPLETE
+
+
+def _store_counts(path) -> tuple[int, int, int]:
+    """(failed, pending, total) fits of the store."""
+    done, status = completion(path)
+    d, st = np.asarray(done.values, dtype=bool), np.asarray(status.values).astype(str)
+    return int(((st == "failed") & d).sum()), int((~d).sum()), int(d.size)
+
+
+def _worker_memory(cluster: str, workers: int | None, n_tasks: int, client=None) -> tuple[int | None, str]:
+    """How much memory one worker has, and where the number comes from (None: unknown)."""
+    from ..fsutil import fmt_bytes
+    from .limits import machine_memory, parse_size
+
+    if client is not None:
+        try:
+            infos = list(client.scheduler_info().get("workers", {}).values())
+        except Exception:  # noqa: BLE001
+            infos = []
+        limits = [int(w.get("memory_limit") or 0) for w in infos]
+        if limits and all(m > 0 for m in limits):
+            return min(limits), "the smallest memory limit of the cluster's workers"
+        return None, ""
+    if cluster == "local":
+        total = machine_memory()
+        n = workers or max(1, min(_cpu_count(), n_tasks))
+        return total // n, f"this machine's {fmt_bytes(total)} shared by {n} worker process(es)"
+    if cluster in ("slurm", "pbs"):
+        settings = _jobqueue_settings(cluster)
+        mem = settings.get("memory")
+        procs = int(settings.get("processes") or 1)
+        if not mem:
+            return None, ""
+        try:
+            per = parse_size(mem) // max(1, procs)
+        except ValueError:
+            return None, ""
+        return per, f"the {cluster.upper()} job memory {mem} over {procs} worker process(es) (jobqueue configuration)"
+    return None, ""  # a scheduler address: checked once connected
+
+
+def check_task_memory(design: Design, worker_bytes: int | None, source: str) -> None:
+    """Refuse (:class:`~simstudy.study.limits.ResourceError`) when the largest task of the
+    design is estimated to need more memory than a worker has."""
+    from ..fsutil import fmt_bytes
+    from .limits import ResourceError, cells_over, largest_task
+
+    if not worker_bytes:
+        return
+    est = largest_task(design)
+    if est.bytes <= worker_bytes:
+        return
+    n_over = cells_over(design, worker_bytes)
+    more = f" ({n_over} of {design.n_cells} cells are over the limit)" if design.n_cells > 1 else ""
+    raise ResourceError(
+        f"a task of cell ({est.label}) needs about {fmt_bytes(est.bytes)} of memory ({est.explain()}), but a worker "
+        f"has {fmt_bytes(worker_bytes)} ({source}){more}. Lower draws, chains or block_size (or n_groups) in the "
+        "design, run fewer workers per machine (--workers), or, if a worker has more memory than that, say how much "
+        "with --worker-memory SIZE (e.g. 16GB)"
+    )
+
+
+def _busy_message(store: Path, holder, lock_file: Path) -> str:
+    return (
+        f"the results store {store} is being run by another runner: {holder.describe()} (lock file {lock_file}). "
+        "Wait for it to finish; or add --join to share the work (this runner then takes only tasks nobody holds); "
+        "a lock whose runner died is taken over automatically (at once on the same host, after "
+        f"{_stale_after():.0f} s without a heartbeat from another host)"
+    )
+
+
+def _stale_after() -> float:
+    from .lock import stale_after_s
+
+    return stale_after_s()
+
+
+def _prepare_store(store_path, design: Design, say) -> StoreInfo:
+    """Create, open or extend the store (the caller holds the store's lock). An extension
+    is refused while other runners still run tasks of the store."""
+    from .lock import lease_dir, live_leases
+
+    path = Path(store_path)
+    if path.is_dir() and (path / "zarr.json").is_file():
+        from .store import _read_attrs
+
+        try:
+            same = _read_attrs(path).get("design_hash") == design.hash
+        except StoreError:
+            same = True  # create_or_open gives the message
+        busy = [] if same else live_leases(lease_dir(path))
+        if busy:
+            raise StoreError(
+                f"the design would change the store {path}, but {len(busy)} runner(s)/task(s) of other runners are "
+                f"still active in it ({'; '.join(h.describe() for h in busy[:3])}); wait for them to finish first"
+            )
+    info = create_or_open(store_path, design)
+    if info.action == "created":
+        say(f"created results store {info.path} for design {design.name!r}: {design.n_cells} cells x "
+            f"{design.replicates} replicates")
+    elif info.action == "extended":
+        say(f"extended results store {info.path}: {info.explanation}")
+    return info
+
+
+def _join(store_path, design: Design, lock, say, poll: float = 0.5):
+    """A runner that joins: wait until the lock holder has the store ready, then open it
+    (never create or grow it). If the holder goes away first, take the lock and prepare the
+    store as the holder. Returns ``(info, joined)``."""
+    from .lock import lock_phase, read_holder
+    from .store import open_existing
+
+    announced = False
+    while True:
+        holder = read_holder(lock.path)
+        if holder is None or holder.stale_reason():
+            if lock.acquire() is None:
+                return _prepare_store(store_path, design, say), False
+            continue
+        if lock_phase(store_path) == "running" and Path(store_path).is_dir():
+            info = open_existing(store_path, design)
+            return StoreInfo(info.path, info.design, "joined", info.cell_ids, info.n_groups_max, info.replicates,
+                             info.block_size, info.explanation), True
+        if not announced:
+            say(f"waiting for {holder.host}:{holder.pid} to finish preparing {store_path}")
+            announced = True
+        time.sleep(poll)
 
 
 def run_study(
@@ -499,6 +762,11 @@ def run_study(
     progress: bool = True,
     client=None,
     console=None,
+    join: bool = False,
+    max_cells: int | None = None,
+    max_tasks: int | None = None,
+    worker_memory=None,
+    command: str = "",
 ) -> RunSummary:
     """Run (or resume) ``design_path`` into the results store ``store_path``.
 
@@ -506,8 +774,24 @@ def run_study(
     ``"local"`` | ``"slurm"`` | ``"pbs"`` | a scheduler address; ``workers``: local worker
     processes or cluster jobs; ``retry_failed``: rerun blocks with failed fits;
     ``client``: an existing ``distributed.Client`` to use instead (left open).
+
+    Before anything runs: the design's cells and tasks are counted against ``max_cells`` /
+    ``max_tasks`` (defaults :data:`~simstudy.study.limits.MAX_CELLS` /
+    :data:`~simstudy.study.limits.MAX_TASKS`), and the largest task's memory estimate
+    against a worker's memory (``worker_memory``: bytes or a size such as ``"16GB"``;
+    default: detected), raising :class:`~simstudy.study.limits.ResourceError`.
+
+    One runner per store: the store's lock (:class:`~simstudy.study.lock.StoreLock`) is
+    taken before the store is created or opened; if another runner holds it this raises
+    :class:`StoreBusyError` naming it, unless ``join``: then this runner shares the store,
+    running only tasks nobody holds (task leases), and waits for the tasks other runners
+    hold (running them itself if their runner dies). ``RunSummary.exit_code`` says how the
+    store ended.
     """
     from rich.console import Console
+
+    from .limits import MAX_CELLS, MAX_TASKS, parse_size
+    from .lock import StoreLock, TaskLease, lease_dir
 
     console = console or Console(stderr=True)
 
@@ -515,20 +799,62 @@ def run_study(
         if progress:
             console.print(msg, highlight=False)
 
-    design = design_path if isinstance(design_path, Design) else load_design(design_path)
-    info = create_or_open(store_path, design)
-    if info.action == "created":
-        say(f"created results store {info.path} for design {design.name!r}: {design.n_cells} cells x "
-            f"{design.replicates} replicates")
-    elif info.action == "extended":
-        say(f"extended results store {info.path}: {info.explanation}")
+    if isinstance(design_path, Design):
+        design = design_path
+    else:
+        design = load_design(design_path, max_cells=MAX_CELLS if max_cells is None else max_cells,
+                             max_tasks=MAX_TASKS if max_tasks is None else max_tasks)
+    all_tasks = design.tasks()
+    if worker_memory is not None:
+        mem, mem_source = parse_size(worker_memory), "--worker-memory"
+    elif client is None:
+        mem, mem_source = _worker_memory(cluster, workers, len(all_tasks))
+    else:
+        mem, mem_source = None, ""
+    check_task_memory(design, mem, mem_source)
+
+    lock = StoreLock(store_path, command=command)
+    holder = lock.acquire()
+    if holder is not None and not join:
+        raise StoreBusyError(_busy_message(Path(store_path), holder, lock.path))
+    runner_lease = None
+    try:
+        if lock.took_over:
+            old, reason = lock.took_over
+            say(f"took over the lock of {store_path} from {old.host}:{old.pid} ({reason})")
+        if holder is None:
+            info, joined = _prepare_store(store_path, design, say), False
+        else:
+            say(f"joining the run of {holder.host}:{holder.pid} on {store_path}: taking only tasks nobody holds")
+            info, joined = _join(store_path, design, lock, say)
+        leases = lease_dir(info.path)
+        if joined:  # registered while it runs, so nobody extends the store under it
+            runner_lease = TaskLease(leases, f"runner-{lock.run}", lock.run)
+            runner_lease.acquire()
+        else:
+            lock.set_phase("running")
+        return _run_pending(design, info, all_tasks, lock.run, leases, joined, cluster=cluster, workers=workers,
+                            retry_failed=retry_failed, progress=progress, client=client, console=console, say=say,
+                            worker_memory=worker_memory)
+    finally:
+        if runner_lease is not None:
+            runner_lease.release()
+        lock.release()
+        with contextlib.suppress(OSError):  # the lease folder, once no task holds a lease
+            lease_dir(store_path).rmdir()
+
+
+def _run_pending(design, info, all_tasks, run_id, leases, joined, *, cluster, workers, retry_failed, progress,
+                 client, console, say, worker_memory) -> RunSummary:
+    from .lock import lease_holder
+
     done, status = completion(info.path)
     todo = pending_tasks(design, info, done.values, status.values, retry_failed)
-    all_tasks = design.tasks()
     summary = RunSummary(design=design.name, store=info.path, store_action=info.action,
-                         tasks_total=len(all_tasks), tasks_skipped=len(all_tasks) - len(todo))
+                         tasks_total=len(all_tasks), tasks_skipped=len(all_tasks) - len(todo), joined=joined)
     if not todo:
         say(f"nothing to do: all {len(all_tasks)} tasks of {design.name!r} are done in {info.path}")
+        _finish(summary, say)
         return summary
     n_fits = sum(len(t.replicates) for t, _ in todo)
     say(f"{len(todo)} of {len(all_tasks)} tasks to run ({n_fits} fits)")
@@ -541,32 +867,70 @@ def run_study(
             stack.enter_context(_sigterm_as_interrupt())
             if client is None:
                 client = stack.enter_context(_client_for(cluster, workers, len(todo), say))
+                if "://" in cluster and worker_memory is None:
+                    check_task_memory(design, *_worker_memory(cluster, workers, len(todo), client))
             from distributed import as_completed
 
             token = uuid.uuid4().hex[:8]
-            futures = {}
-            for i, (task, ci) in enumerate(todo):
+            futures: dict = {}
+            attempts: dict[str, int] = {}
+            ac = as_completed(loop=client.loop)
+
+            def submit(task, ci, priority):
+                n = attempts[task.task_id] = attempts.get(task.task_id, 0) + 1
                 fut = client.submit(
                     run_task, task, str(info.path), ci, info.n_groups_max,
-                    key=f"simstudy-{token}-{task.task_id}", pure=False, priority=len(todo) - i,
+                    lease_dir=str(leases), run_id=run_id, retry_failed=retry_failed,
+                    key=f"simstudy-{token}-{task.task_id}-{n}", pure=False, priority=priority,
                 )
                 futures[fut] = (task, ci)
+                ac.add(fut)
+
+            for i, (task, ci) in enumerate(todo):
+                submit(task, ci, len(todo) - i)
             bar = _Progress(len(todo), n_fits, progress, console)
-            for fut in as_completed(futures):
-                task, ci = futures.pop(fut)
-                try:
-                    res = fut.result()
-                except Exception as exc:  # noqa: BLE001 - e.g. KilledWorker: record and go on
-                    res = _record_client_side_failure(task, ci, info, exc)
-                fut.release()
-                summary.tasks_run += 1
-                summary.task_results.append(res)
-                summary.fits_run += len(res.statuses)
-                summary.fits_failed += sum(s == "failed" for s in res.statuses)
-                summary.fits_not_converged += sum(s == "not_converged" for s in res.statuses)
-                if res.error:
-                    summary.errors.append(f"{labels[task.task_id]} {task.replicates}: {res.error}")
-                bar.update(res, labels[task.task_id])
+            held: dict[str, tuple] = {}
+            waiting_said = ""
+            while True:
+                for fut in ac:
+                    task, ci = futures.pop(fut)
+                    try:
+                        res = fut.result()
+                    except Exception as exc:  # noqa: BLE001 - e.g. KilledWorker: record and go on
+                        res = _record_client_side_failure(task, ci, info, exc, leases=leases, run_id=run_id)
+                    fut.release()
+                    if res.outcome == "held":
+                        held[task.task_id] = (task, ci, res.holder)
+                        continue
+                    if res.outcome == "done_elsewhere":
+                        summary.tasks_done_elsewhere += 1
+                        bar.elsewhere(res, labels[task.task_id])
+                        continue
+                    summary.tasks_run += 1
+                    summary.task_results.append(res)
+                    summary.fits_run += len(res.statuses)
+                    summary.fits_failed += sum(s == "failed" for s in res.statuses)
+                    summary.fits_not_converged += sum(s == "not_converged" for s in res.statuses)
+                    if res.error:
+                        summary.errors.append(f"{labels[task.task_id]} {task.replicates}: {res.error}")
+                    bar.update(res, labels[task.task_id])
+                if not held:
+                    break
+                # tasks other runners hold: wait for them; rerun any whose runner died
+                holders = sorted({h.split(" ")[0] for _, _, h in held.values()})
+                msg = f"waiting for {len(held)} task(s) held by other runner(s) ({', '.join(holders)})"
+                if msg != waiting_said:
+                    say(msg + "; a task whose runner dies is run here")
+                    waiting_said = msg
+                time.sleep(_poll_s())
+                for tid, (task, ci, _) in list(held.items()):
+                    if _block_finished(str(info.path), ci, task.replicates, retry_failed):
+                        del held[tid]
+                        summary.tasks_done_elsewhere += 1
+                        bar.elsewhere(None, labels[tid], task.replicates)
+                    elif lease_holder(leases, tid) is None:
+                        del held[tid]
+                        submit(task, ci, 0)
     except KeyboardInterrupt:
         summary.interrupted = True
         say("interrupted: finished blocks are saved; rerun the same command to resume")
@@ -574,12 +938,37 @@ def run_study(
         if bar is not None:
             bar.stop()
         summary.seconds = time.perf_counter() - t0
+    elsewhere = f"; {summary.tasks_done_elsewhere} done by other runners" if summary.tasks_done_elsewhere else ""
     say(f"ran {summary.tasks_run} tasks ({summary.fits_run} fits) in {summary.seconds:.0f} s "
         f"({summary.fits_per_min:.1f} fits/min): {summary.fits_failed} failed, "
-        f"{summary.fits_not_converged} not converged")
-    if summary.fits_failed:
-        say("failed fits keep their error text in the store (variable `error`); rerun with --retry-failed to retry")
+        f"{summary.fits_not_converged} not converged{elsewhere}")
+    _finish(summary, say)
     return summary
+
+
+def _poll_s() -> float:
+    from .lock import heartbeat_s
+
+    return max(0.2, min(5.0, heartbeat_s() / 6))
+
+
+def _finish(summary: RunSummary, say) -> None:
+    """Read the store's final state into the summary and say what it means."""
+    try:
+        summary.store_fits_failed, summary.store_fits_pending, summary.store_fits_total = _store_counts(summary.store)
+    except Exception:  # noqa: BLE001 - the summary must not fail; the store is checked by status
+        return
+    store = summary.store
+    if summary.interrupted:
+        return
+    if summary.store_fits_pending:
+        say(f"incomplete: {summary.store_fits_pending} of {summary.store_fits_total} fits are not done in {store}; "
+            f"see `simstudy status {store}`, rerun the same command to finish")
+    elif summary.store_fits_failed:
+        say(f"complete with failures: {summary.store_fits_failed} of {summary.store_fits_total} fits failed; see why "
+            f"with `simstudy status {store}`, retry them with --retry-failed")
+    else:
+        say(f"complete: all {summary.store_fits_total} fits are done in {store}")
 
 
 @contextlib.contextmanager
@@ -603,18 +992,29 @@ def _sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
-def _record_client_side_failure(task: Task, ci: int, info: StoreInfo, exc: BaseException) -> TaskResult:
+def _record_client_side_failure(task: Task, ci: int, info: StoreInfo, exc: BaseException, *, leases=None,
+                                run_id: str = "") -> TaskResult:
     """A task that died outside its own error handling (e.g. its worker was killed
-    repeatedly): store the block as failed from the client."""
+    repeatedly): store the block as failed from the client (and drop the dead worker's
+    lease of it, so that no other runner waits for it)."""
     from .scoring import failed_record, stack_records
 
     error = f"task failed on the cluster: {_describe(exc)}"
     try:
         write_block(info.path, ci, task.replicates,
                     stack_records([failed_record(info.n_groups_max, error, n_methods=max(info.n_methods, 1))
-                                   for _ in task.replicates]))
+                                   for _ in task.replicates]),
+                    check_space=False)
     except Exception as write_exc:  # noqa: BLE001
         error += f"; and the failure could not be stored: {_describe(write_exc)}"
+    if leases is not None and run_id:
+        from .lock import lease_file, read_holder
+
+        path = lease_file(Path(leases), task.task_id)
+        holder = read_holder(path)
+        if holder is not None and holder.run == run_id:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
     return TaskResult(task.task_id, ci, tuple(task.replicates), ["failed"] * len(task.replicates), error=error)
 
 
@@ -676,8 +1076,57 @@ def print_status(store_path, console=None) -> None:
     pct = 100.0 * (tot["done"] + tot["failed"]) / tot["tasks"] if tot["tasks"] else 100.0
     console.print(f"{tot['done'] + tot['failed']}/{tot['tasks']} tasks finished ({pct:.0f}%): fits ok {tot['fits_ok']}, "
                   f"not converged {tot['fits_not_converged']}, failed {tot['fits_failed']}", highlight=False)
+    if tot["fits_failed"]:
+        _print_errors(info.path, console)
     if tot["failed"]:
         console.print("rerun with `simstudy run DESIGN --store STORE --retry-failed` to retry failed blocks",
                       highlight=False)
+    _print_runners(info.path, console)
     if math.isclose(pct, 100.0) and not tot["failed"]:
         console.print("the study is complete", highlight=False)
+
+
+def failure_table(store_path, limit: int = 10) -> list[tuple[str, int, str]]:
+    """Why fits failed: ``(error text, number of fits, first cell label)``, most frequent first."""
+    from .store import open_results
+
+    ds = open_results(store_path)
+    status = np.asarray(ds["status"].values).astype(str)
+    error = np.asarray(ds["error"].values).astype(str)
+    done = np.asarray(ds["done"].values, dtype=bool)
+    labels = np.asarray(ds["cell_label"].values).astype(str)
+    counts: dict[str, list] = {}
+    for ci, r in zip(*np.nonzero((status == "failed") & done)):
+        entry = counts.setdefault(error[ci, r] or "(no error text)", [0, labels[ci]])
+        entry[0] += 1
+    rows = sorted(((e, n, lab) for e, (n, lab) in counts.items()), key=lambda x: -x[1])
+    return rows[:limit]
+
+
+def _print_errors(store_path, console) -> None:
+    from rich.markup import escape
+
+    rows = failure_table(store_path)
+    if not rows:
+        return
+    console.print("why fits failed (variable `error` of the store):", highlight=False)
+    for err, n, label in rows:
+        console.print(f"  {n} fit(s), e.g. cell ({escape(label)}): {escape(err)}", highlight=False)
+
+
+def _print_runners(store_path, console) -> None:
+    """Who is running the store now (its lock holder, other runners' tasks)."""
+    from .lock import lease_dir, live_leases, lock_path, read_holder
+
+    holder = read_holder(lock_path(store_path))
+    if holder is not None and not holder.stale_reason():
+        console.print(f"being run now by {holder.describe()}", highlight=False)
+    elif holder is not None:
+        console.print(f"a stale lock file {holder.path} is left from {holder.host}:{holder.pid} "
+                      f"({holder.stale_reason()}); the next run takes it over", highlight=False)
+    leases = live_leases(lease_dir(store_path))
+    tasks = [h for h in leases if not h.path.name.startswith("runner-")]
+    if tasks:
+        hosts = sorted({f"{h.host}:{h.pid}" for h in tasks})
+        console.print(f"{len(tasks)} task(s) running now, on {', '.join(hosts[:5])}{' ...' if len(hosts) > 5 else ''}",
+                      highlight=False)

@@ -34,6 +34,13 @@ keep their positions, new cells are appended -- copies the existing results into
 swaps the directories. Do it with no task running (``simstudy run`` does it before it
 starts any).
 
+A failed write (a full disk) raises before anything is written where it can be foreseen
+(:func:`write_block` checks the free space first) and :class:`StoreError` for creation and
+extension; the runner stores a block whose write failed as failed. Who may write a store at
+a time is the runner's business (:mod:`simstudy.study.lock`: ``STORE.lock`` and
+``.STORE.leases/`` sit next to the store, so extending it, which swaps the directory, keeps
+them).
+
 The store knows nothing about models or Dask: it stores named arrays.
 
 Reading: :func:`open_results` gives an ``xarray.Dataset``; :func:`unstack_cells` turns the
@@ -43,6 +50,7 @@ copy it with ``rsync -a``, ``tar`` or ``zip``.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import warnings
@@ -62,8 +70,10 @@ from .design import SETTINGS, Design, DesignError, design_from_dict, design_to_d
 __all__ = [
     "StoreError",
     "StoreInfo",
+    "not_a_store_message",
     "STORE_VERSION",
     "create_or_open",
+    "open_existing",
     "read_info",
     "write_block",
     "completion",
@@ -133,6 +143,17 @@ def _now() -> str:
 
 def _is_store(path: Path) -> bool:
     return (path / "zarr.json").is_file() or (path / ".zgroup").is_file()
+
+
+def not_a_store_message(path, missing: str = "design") -> str:
+    """What ``status``, ``summarize``, ``plot`` and ``report`` say about a Zarr store that
+    simstudy did not write."""
+    return (f"{path} is a Zarr store but not a simstudy results store (no {missing!r} attribute); "
+            "give the --store path of a `simstudy run`")
+
+
+def no_store_message(path) -> str:
+    return f"no results store at {path}"
 
 
 def _coord_values(cells, name: str) -> tuple[np.ndarray, dict]:
@@ -270,10 +291,10 @@ def read_info(path: str | Path) -> StoreInfo:
     """Open an existing store's description (its design rebuilt from the stored text)."""
     path = Path(path)
     if not _is_store(path):
-        raise StoreError(f"no results store at {path}")
+        raise StoreError(no_store_message(path))
     attrs = _read_attrs(path)
     if "design" not in attrs:
-        raise StoreError(f"{path} is a Zarr store but not a simstudy results store (no 'design' attribute)")
+        raise StoreError(not_a_store_message(path))
     try:
         design = design_from_dict(json.loads(attrs["design"]))
     except DesignError as exc:
@@ -305,7 +326,7 @@ def create_or_open(path: str | Path, design: Design | str | Path, *, schema: dic
 
     attrs = _read_attrs(path)
     if "design_hash" not in attrs:
-        raise StoreError(f"{path} is a Zarr store but not a simstudy results store (no 'design_hash' attribute)")
+        raise StoreError(not_a_store_message(path, "design_hash"))
     if attrs["design_hash"] == design.hash:
         return _info(path, design, "opened")
     try:
@@ -330,7 +351,37 @@ def create_or_open(path: str | Path, design: Design | str | Path, *, schema: dic
     return _info(path, design, "extended", diff.explain())
 
 
+def open_existing(path: str | Path, design: Design) -> StoreInfo:
+    """Open a store that already holds ``design`` (same hash, or a rewrite giving the same
+    cells), never creating or growing it: what a runner that joins a running store
+    (``simstudy run --join``) may do. Anything else raises :class:`StoreError`."""
+    path = Path(path)
+    if not _is_store(path):
+        raise StoreError(no_store_message(path))
+    attrs = _read_attrs(path)
+    if "design_hash" not in attrs:
+        raise StoreError(not_a_store_message(path, "design_hash"))
+    if attrs["design_hash"] == design.hash:
+        return _info(path, design, "opened")
+    try:
+        old = design_from_dict(json.loads(attrs["design"]))
+    except (DesignError, KeyError, ValueError) as exc:
+        raise StoreError(f"cannot rebuild the design stored in {path}: {exc}") from None
+    diff = diff_designs(old, design)
+    if diff.kind == "same":
+        return _info(path, design, "opened")
+    raise StoreError(
+        f"the results store {path} holds design {old.name!r} (hash {old.hash[:12]}), not {design.source} "
+        f"({design.name!r}, hash {design.hash[:12]}): a runner that joins a running store must run the design the "
+        f"store holds.\n{diff.explain()}\n"
+        + ("Extending a store needs it to itself: run without --join once the other runners have finished."
+           if diff.kind == "extends" else "Write this design to a new store path (--store NEW.zarr).")
+    )
+
+
 def _create(path: Path, design: Design, schema: dict) -> StoreInfo:
+    from ..fsutil import disk_full_message, is_disk_full
+
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_sibling(path, "creating")
     created = _now()
@@ -338,8 +389,21 @@ def _create(path: Path, design: Design, schema: dict) -> StoreInfo:
         _write_template(tmp, design, design.cells(), schema, created,
                         [f"{created} created for design {design.name!r} ({design.hash[:12]})"])
         os.rename(tmp, path)
-    except FileExistsError:
-        raise StoreError(f"{path} appeared while the store was being created; is another run starting?") from None
+    except OSError as exc:
+        # another process made the store first: rename() onto a non-empty directory fails with
+        # ENOTEMPTY on Linux (EEXIST elsewhere). Its store is as good as ours if it holds this design.
+        if exc.errno in (errno.ENOTEMPTY, errno.EEXIST) and _is_store(path):
+            attrs = _read_attrs(path)
+            if attrs.get("design_hash") == design.hash:
+                return _info(path, design, "opened")
+            raise StoreError(f"{path} was created by another run, for another design, while this run was creating "
+                             "it; write this design to a new store path (--store NEW.zarr)") from None
+        if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+            raise StoreError(f"{path} appeared while the store was being created and is not a results store; "
+                             "choose another --store path") from None
+        if is_disk_full(exc):
+            raise StoreError(f"cannot create the results store: {disk_full_message(path.parent, str(path))}") from None
+        raise StoreError(f"cannot create the results store {path}: {exc.strerror or exc}") from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -380,9 +444,14 @@ def _extend(path: Path, old: Design, new: Design, schema: dict, explanation: str
                 b[(ci,) + tuple(slice(0, n) for n in block.shape)] = block
         os.rename(path, backup)
         os.rename(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if backup.exists() and not path.exists():
             os.rename(backup, path)
+        from ..fsutil import disk_full_message, is_disk_full
+
+        if isinstance(exc, OSError) and is_disk_full(exc):
+            raise StoreError(f"cannot extend the results store (it is unchanged): "
+                             f"{disk_full_message(path.parent, 'the extended copy of ' + str(path))}") from None
         raise
     finally:
         if tmp.exists():
@@ -390,13 +459,18 @@ def _extend(path: Path, old: Design, new: Design, schema: dict, explanation: str
     shutil.rmtree(backup, ignore_errors=True)
 
 
-def write_block(path: str | Path, cell_index: int, replicate_indices, records: dict[str, np.ndarray]) -> None:
+def write_block(path: str | Path, cell_index: int, replicate_indices, records: dict[str, np.ndarray], *,
+                check_space: bool = True) -> None:
     """Region-write one task's records, then mark its replicates done.
 
     ``replicate_indices``: consecutive replicate positions (one block); ``records``: every
     schema variable stacked along a first ``replicate`` axis (per-group arrays
     ``(n_replicates, n_groups_max)``, per-fit ``(n_replicates,)``). Text is cut to the
     stored width.
+
+    ``check_space``: before writing anything, raise :class:`simstudy.fsutil.DiskFullError`
+    when the store's file system has less free space than the block takes uncompressed
+    (so a full disk fails the block cleanly instead of half-writing it).
     """
     import zarr
 
@@ -425,6 +499,11 @@ def write_block(path: str | Path, cell_index: int, replicate_indices, records: d
               if n != "done" and tuple(a.metadata.dimension_names[:2]) == ("cell", "replicate") and n not in records]
     if absent:
         raise StoreError(f"records lack {absent}")
+    if check_space:
+        from ..fsutil import check_free_space
+
+        need = sum(int(v.nbytes) for v in values.values())
+        check_free_space(path, need, f"the results of cell {cell_index}, replicates {reps[0]}-{reps[-1]} to {path}")
     # region writes straight through zarr (the chunks of one task belong to it alone);
     # `done` last, so a block interrupted mid-write is redone
     region = (cell_index, slice(reps[0], reps[-1] + 1))
@@ -449,11 +528,17 @@ def open_results(path: str | Path, **kwargs):
 
     path = Path(path)
     if not _is_store(path):
-        raise StoreError(f"no results store at {path}")
+        raise StoreError(no_store_message(path))
     with warnings.catch_warnings():
         # stores made before metadata was consolidated, or by hand, open the slower way
         warnings.filterwarnings("ignore", message="Failed to open Zarr store with consolidated metadata")
-        return xr.open_zarr(path, **kwargs)
+        try:
+            ds = xr.open_zarr(path, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - a broken or foreign store: say so, no traceback
+            raise StoreError(f"{path} is not a readable results store: {type(exc).__name__}: {exc}") from None
+    if "design" not in ds.attrs or "cell" not in ds.dims:
+        raise StoreError(not_a_store_message(path))
+    return ds
 
 
 def unstack_cells(ds, factors: list[str] | None = None):
