@@ -6,7 +6,6 @@ import re
 from functools import partial
 
 import jax
-
 import numpy as np
 import pytest
 from numpyro.infer.util import potential_energy
