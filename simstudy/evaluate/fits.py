@@ -23,7 +23,7 @@ import xarray as xr
 PARAMS = ("tau_t", "eta0", "tau_u", "rho", "gamma0")
 #: fit statuses that count in performance metrics
 USABLE_STATUS = ("ok", "not_converged")
-#: R-hat above this marks a fit as not converged (as in ``simstudy.model.result.RHAT_MAX``)
+#: R-hat above this fails the convergence rule (``simstudy.model.diagnostics.RHAT_MAX``)
 RHAT_THRESHOLD = 1.01
 
 

@@ -12,7 +12,7 @@ Setting names are unqualified and each belongs to exactly one namespace (see
   ``pi`` is the model's prior inclusion probability.)
 * model: pi, location_sd, scale_sd, lkj_eta, correlated, location_fixed_sd,
   scale_fixed_sd, location_intercept_mean, location_intercept_sd.
-* mcmc: chains, warmup, draws, target_accept, max_tree_depth.
+* mcmc: chains, warmup, draws, target_accept, max_tree_depth, max_extensions.
 
 Rules: ints are accepted for float settings, bools never for numbers; SD priors are text
 read by :meth:`simstudy.model.priors.SDPrior.parse` and stored in canonical form
@@ -216,6 +216,8 @@ SETTINGS: dict[str, Setting] = {
         _S("draws", _C, "int", 1000, _ge(1), doc="kept draws per chain (>= 1)"),
         _S("target_accept", _C, "float", 0.8, _open(0, 1), doc="NUTS target acceptance, in (0, 1)"),
         _S("max_tree_depth", _C, "int", 10, _closed(1, 20), doc="NUTS maximum tree depth, in [1, 20]"),
+        _S("max_extensions", _C, "int", 2, _ge(0),
+           doc="extensions of a fit failing the convergence rule by another `draws` draws (>= 0)"),
     ]
 }
 
@@ -235,6 +237,7 @@ SHAPE_KEYS: tuple[str, ...] = (
     "draws",
     "target_accept",
     "max_tree_depth",
+    "max_extensions",
 )
 
 _TOP_KEYS = ("name", "description", "seed", "replicates", "block_size", "mcmc", "generator", "model", "factors", "exclude", "extra")
