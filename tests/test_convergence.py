@@ -93,23 +93,48 @@ def short_fits():
     data = [generate(SPEC, s)[0] for s in (11, 12)]
     alone = fit(data[0], PRIORS, **SHORT, seed=1, max_extensions=2)
     plain = fit(data[0], PRIORS, **SHORT, seed=1)
-    return data, alone, plain
+    traces = fitmod.CONTINUE_TRACE_COUNT
+    batch = fit_batch([data[1], data[0]], PRIORS, **SHORT, seeds=[2, 1], max_extensions=2)
+    return data, alone, plain, batch, fitmod.CONTINUE_TRACE_COUNT - traces
 
 
 def test_extension_continues_the_chains_deterministically_and_independently_of_the_batch(short_fits):
-    data, alone, plain = short_fits
+    data, alone, plain, batch, retraces = short_fits
     assert not plain.converged and plain.extensions == 0  # 50 warm-up iterations are too few
     assert alone.extensions >= 1 and alone.draws_used == 150 * (1 + alone.extensions)
     # the extension continues the chains: the first block is the unextended fit's draws
     np.testing.assert_array_equal(alone.posterior["tau"].values[:, :150], plain.posterior["tau"].values)
     # same seed -> same draws, whatever else is in the batch and whether it was extended
-    traces = fitmod.CONTINUE_TRACE_COUNT
-    batch = fit_batch([data[1], data[0]], PRIORS, **SHORT, seeds=[2, 1], max_extensions=2)
     np.testing.assert_array_equal(batch[1].posterior["tau"].values, alone.posterior["tau"].values)
     np.testing.assert_array_equal(batch[1].posterior["incl_prob"].values, alone.posterior["incl_prob"].values)
     assert batch[1].extensions == alone.extensions
     # compiled once per shape: no retrace for further extensions or fits
-    assert fitmod.CONTINUE_TRACE_COUNT == traces
+    assert retraces == 0
     # the step size adapted in warm-up is kept through the extension
     step = alone.sample_stats["step_size"].values
-    np.testing.assert_array_equal(step, step[:, :1])
+    assert (step == step[:, :1]).all()
+
+
+def test_short_run_is_extended_and_then_converges(short_fits):
+    data, alone, plain, batch, _ = short_fits
+    # 50 warm-up iterations and 2 x 150 draws fail the rule (ESS < 200); one more block of
+    # draws from the same adapted chains is enough for this data set
+    first = fit(data[1], PRIORS, **SHORT, seed=2)
+    assert not first.converged and first.verdict.ess_worst < first.verdict.ess_needed
+    extended = batch[0]
+    assert extended.extensions >= 1 and extended.converged and extended.status == "ok"
+    assert extended.verdict.rhat_worst <= 1.01 and extended.verdict.ess_worst >= 200
+    assert extended.draws_used == 150 * (1 + extended.extensions)
+    # without extensions the same fit is reported as not converged
+    assert first.status == "not_converged"
+
+
+def test_fit_command_advice_names_the_parameter_and_settings(short_fits):
+    from simstudy.realdata.commands import convergence_advice
+
+    _, _, plain, _, _ = short_fits
+    text = convergence_advice(plain)
+    v = plain.verdict
+    assert v.worst_param and v.worst_param in text
+    assert "after 0 extension(s) (150 draws per chain)" in text
+    assert "--draws 300" in text or "target_accept" in text

@@ -524,15 +524,7 @@ def fit_command(
 
     print_summary(result, threshold, console=console, loo=loo, waic=waic)
     if not result.converged:
-        from ..model.diagnostics import suggest_settings
-
-        v = result.verdict
-        console.print(
-            escape(f"warning: not converged after {result.extensions} extension(s) ({result.draws_used} draws per "
-                   f"chain): {v.reason}. The slowest parameter is {v.worst_param}; try "
-                   f"{suggest_settings(v, result.settings, result.extensions)}."),
-            style="yellow", highlight=False,
-        )
+        console.print(escape(convergence_advice(result)), style="yellow", highlight=False)
     if out is not None:
         paths = write_fit_dir(
             result, out, threshold=threshold, plots=plots, loo=loo, waic=waic, data_file=data,
@@ -541,6 +533,17 @@ def fit_command(
         )
         console.print(escape(f"wrote {', '.join(p.name for p in paths.values())} to {out}"), highlight=False)
     return result
+
+
+def convergence_advice(fit) -> str:
+    """What ``simstudy fit`` prints when a fit still fails the convergence rule after its
+    extensions: why, the slowest parameter, and settings to try."""
+    from ..model.diagnostics import suggest_settings
+
+    v = fit.verdict
+    return (f"warning: not converged after {fit.extensions} extension(s) ({fit.draws_used} draws per chain): "
+            f"{v.reason}. The slowest parameter is {v.worst_param}; try "
+            f"{suggest_settings(v, fit.settings, fit.extensions)}.")
 
 
 def load_fit_dir(path):
