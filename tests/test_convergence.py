@@ -81,6 +81,20 @@ def test_rule_divergences_nan_and_correlation_diagonal():
     assert RHAT_MAX == 1.01
 
 
+def test_rule_judges_pi_when_sampled():
+    """A sampled pi (records "pi", one value per draw) enters the batch diagnostics and the rule."""
+    from simstudy.model.result import _unit_diagnostics, batch_diagnostics
+
+    rng = np.random.default_rng(2)
+    records = {"beta": rng.normal(size=(1, 4, 500, 1)), "eta": rng.normal(size=(1, 4, 500, 1)),
+               "tau": np.exp(rng.normal(size=(1, 4, 500, 2))), "pi": rng.uniform(size=(1, 4, 500))}
+    records["pi"][0, 1] = 0.9  # chain 1 stuck in pi only
+    dims = {"beta": ["location_fixed"], "eta": ["scale_fixed"], "tau": ["random_effect"]}
+    coords = {"location_fixed": ["Intercept"], "scale_fixed": ["Intercept"], "random_effect": ["loc", "scale"]}
+    v = judge(_unit_diagnostics(batch_diagnostics(records, pips=False), 0, dims, coords), 0, 4)
+    assert not v.converged and v.worst_param == "pi"
+
+
 # ----------------------------------------------------------------------------- extension
 SPEC = GeneratorSpec(n_groups=12, group_size=30, share_inconsistent=0.25, effect="fixed", magnitude=1.2,
                      tau_u=0.3, eta0=-0.25)

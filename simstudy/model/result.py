@@ -243,8 +243,8 @@ def _unit_diagnostics(diag: xr.Dataset, i: int, dims: dict, coords: dict) -> dic
     for stat in ("rhat", "ess_bulk", "ess_tail"):
         variables = {}
         for name, da in diag.sel(diagnostic=stat).isel(dataset=i).data_vars.items():
-            d = dims[name]
-            variables[name] = xr.DataArray(da.values, dims=d, coords={k: coords[k] for k in d})
+            d = dims.get(name, [f"{name}_dim{k}" for k in range(da.ndim)])  # e.g. a sampled pi: ()
+            variables[name] = xr.DataArray(da.values, dims=d, coords={k: coords[k] for k in d if k in coords})
         out[stat] = xr.Dataset(variables)
     return out
 

@@ -160,7 +160,7 @@ def print_summary(fit, threshold: float = 0.75, *, console=None, loo=None, waic=
     console = console or _console()
     data = fit.data
     settings = fit.settings
-    n_draws = settings.chains * settings.draws
+    n_draws = settings.chains * fit.draws_used
     meta = data.meta or {}
 
     head = Table.grid(padding=(0, 2))
