@@ -177,6 +177,9 @@ def fit_cmd(
     chains: int = typer.Option(4),
     warmup: int = typer.Option(1000),
     draws: int = typer.Option(1000),
+    max_extensions: int = typer.Option(2, "--max-extensions",
+                                       help="extend a fit failing the convergence rule by another --draws draws, "
+                                            "at most this many times"),
     seed: int = typer.Option(0),
     threshold: float = typer.Option(0.75, help="PIP threshold for flagging"),
     out: Optional[Path] = typer.Option(None, help="directory for posterior (.nc), group CSV and plots"),
@@ -189,7 +192,7 @@ def fit_cmd(
     fit_command(
         data, location=location, scale=scale, pi=pi, scale_sd=scale_sd, location_sd=location_sd,
         chains=chains, warmup=warmup, draws=draws, seed=seed, threshold=threshold, out=out,
-        plots=plots, dropna=dropna,
+        plots=plots, dropna=dropna, max_extensions=max_extensions,
     )
 
 

@@ -279,7 +279,8 @@ def test_paper_study1():
     assert d.methods == ("ss_melsm", "hlm", "hlm_z", "hlm_bh")
     assert c.generator["eta0"] == -0.25 and c.generator["tau_u"] == 0.33 and c.generator["rho"] == 0.0
     assert d.replicates == 100 and d.block_size == 10
-    assert d.mcmc == {"chains": 4, "warmup": 1000, "draws": 1000, "target_accept": 0.8, "max_tree_depth": 10}
+    assert d.mcmc == {"chains": 4, "warmup": 1000, "draws": 1000, "target_accept": 0.9, "max_tree_depth": 10,
+                      "max_extensions": 2}
     assert len(tasks(d)) == 117 * 10
 
 

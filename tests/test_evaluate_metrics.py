@@ -532,6 +532,7 @@ def test_runtime_metrics_and_scaling():
     assert sc["exponent_J"] == pytest.approx(1.0, abs=0.1)  # the synthetic store's time ~ J n
     assert sc["exponent_n"] == pytest.approx(1.0, abs=0.1)
     assert sc["n_fits"] == 30
+    assert "share_not_converged" in s and np.all(s.share_not_converged.values == 0)  # every fit "ok"
     one = M.runtime_scaling(synthetic_store(factors={"pi": [0.25, 0.5]}))
     assert np.isnan(one["exponent_J"]) and np.isnan(one["exponent_n"])
 
@@ -623,3 +624,18 @@ def test_bf_rule_with_beta_pi_levels():
     assert s.tpr.values.tolist() == [0.0, 1.0, 0.0]
     ds2 = make_ds(np.full((1, 2, 4), 0.6), np.tile([1.0, 1.0, 0.0, 0.0], (1, 2, 1)), design={"model": {"pi": "beta(1, 3)"}})
     np.testing.assert_allclose(M.cell_thresholds(ds2, rule="bf"), [0.5])
+
+
+def test_runtime_follows_the_convergence_rule():
+    """share_not_converged counts the status set by the rule (after extension) among usable
+    fits; share_rhat_high reads the rule's rhat_worst where the store has it."""
+    ds = synthetic_store(factors={"pi": [0.25, 0.5]}, replicates=4, seed=3,
+                         statuses={(0, 1): "not_converged", (0, 2): "failed", (1, 3): "not_converged"})
+    s = M.summarize(ds)
+    np.testing.assert_allclose(s.share_not_converged.values, [1 / 3, 1 / 4])
+    worst = np.full(ds.rhat_max.shape, 1.0)
+    worst[1, 0] = 1.02  # rhat_max of the synthetic store is below 1.01 + noise; rhat_worst decides
+    ds2 = ds.assign(rhat_worst=(("cell", "replicate"), worst), extensions=(("cell", "replicate"), np.ones(worst.shape)))
+    s2 = M.summarize(ds2)
+    np.testing.assert_allclose(s2.share_rhat_high.values, [0.0, 0.25])
+    np.testing.assert_allclose(s2.extensions_mean.values, [1.0, 1.0])

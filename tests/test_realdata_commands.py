@@ -23,7 +23,7 @@ from simstudy.cli import app
 
 J, N_PER = 12, 20
 MCMC = {"chains": 2, "warmup": 150, "draws": 150}
-MCMC_ARGS = ["--chains", "2", "--warmup", "150", "--draws", "150"]
+MCMC_ARGS = ["--chains", "2", "--warmup", "150", "--draws", "150", "--max-extensions", "0"]  # draws pinned
 LOC, SCALE = "y ~ 1 + (1 | group)", "~ 1 + (1 | group)"
 
 

@@ -24,7 +24,7 @@ PARAMS = ("tau_t", "eta0", "tau_u", "rho", "gamma0",
           "tau_u1", "rho_u01")  # longitudinal layout: NaN where a fit has no random time slope
 #: fit statuses that count in performance metrics
 USABLE_STATUS = ("ok", "not_converged")
-#: R-hat above this marks a fit as not converged (as in ``simstudy.model.result.RHAT_MAX``)
+#: R-hat above this fails the convergence rule (``simstudy.model.diagnostics.RHAT_MAX``)
 RHAT_THRESHOLD = 1.01
 
 

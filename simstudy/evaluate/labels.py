@@ -107,6 +107,8 @@ METRIC_LABELS: dict[str, str] = {
     "ess_min_per_s": "Smallest bulk ESS per second (1/s)",
     "share_rhat_high": "Share of fits with R-hat > 1.01",
     "share_divergent": "Share of fits with divergences",
+    "share_not_converged": "Share of fits not converged (after extension)",
+    "extensions_mean": "Extensions per fit",
     "divergences_mean": "Divergent transitions per fit",
 }
 _STAT_LABELS = {
@@ -119,6 +121,7 @@ _STAT_LABELS = {
 _UNIT_INTERVAL = {
     "tpr", "fpr", "tnr", "precision", "fdr", "f1", "fwer", "tpr_more_variable", "tpr_more_consistent",
     "roc_auc", "pr_auc", "share_rhat_high", "share_divergent",
+    "share_not_converged",
 }  # fmt: skip
 _REFERENCE = {"roc_auc": 0.5, "mcc": 0.0}
 

@@ -222,6 +222,7 @@ def runtime_table(summary: xr.Dataset) -> pd.DataFrame:
         ("ess_per_s_tau_t", "ESS/s τ_t", 0),
         ("share_rhat_high", "R-hat > 1.01", 2),
         ("share_divergent", "divergent fits", 2),
+        ("share_not_converged", "not converged", 2),
     ):
         if k in summary:
             data[h] = [cell_value(float(v), float(s), md) for v, s in zip(summary[k].values, summary[f"{k}_mcse"].values)]
@@ -423,6 +424,7 @@ def build_report(
         _range_sentence(summary, "ess_per_s_tau_t", "Bulk ESS of τ_t per second", min_digits=0),
         _range_sentence(summary, "share_rhat_high", "The share of fits with R-hat > 1.01"),
         _range_sentence(summary, "share_divergent", "The share of fits with divergent transitions"),
+        _range_sentence(summary, "share_not_converged", "The share of fits failing the convergence rule after extension"),
     ):
         if s:
             L.append("- " + s)

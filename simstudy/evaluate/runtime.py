@@ -4,7 +4,10 @@ Runtime and sampling quality
 ----------------------------
 ``sample_s``, ``compile_s``, ``total_s`` (seconds per fit), ``ess_per_s_tau_t`` (bulk ESS of
 tau_t per sampling second) and ``ess_min_per_s``, shares of fits with R-hat > 1.01
-(``share_rhat_high``) or any divergence (``share_divergent``); ``n_groups_eff`` and
+(``share_rhat_high``; the rule's worst R-hat ``rhat_worst`` where the store has it, else
+``rhat_max``) or any divergence (``share_divergent``), the share failing the convergence
+rule of :mod:`simstudy.model.diagnostics` even after extension (``share_not_converged``)
+and the extensions per fit (``extensions_mean``); ``n_groups_eff`` and
 ``group_size_eff`` (J and mean n actually in the data) for scaling plots, and
 :func:`runtime_scaling` for log-log exponents.
 """
@@ -15,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from .fits import RHAT_THRESHOLD, _cr, _crg, usable_fits
+from .fits import RHAT_THRESHOLD, _as_str, _cr, _crg, usable_fits
 from .mcse import _mean_mcse, _nanmean_last
 
 
@@ -46,11 +49,17 @@ def runtime(ds: xr.Dataset, converged_only: bool = False) -> dict[str, np.ndarra
             "ess_per_s_tau_t": np.where(sample > 0, u(_cr(ds, "ess_bulk_tau_t")) / sample, np.nan),
             "ess_min_per_s": np.where(sample > 0, u(_cr(ds, "ess_bulk_min")) / sample, np.nan),
             "divergences_mean": u(_cr(ds, "divergences")),
+            "extensions_mean": u(_cr(ds, "extensions")),
         }
     for k, v in per_fit.items():
         out[k], out[f"{k}_mcse"], _ = _mean_mcse(v)
-    rhat, div = u(_cr(ds, "rhat_max")), u(_cr(ds, "divergences"))
-    for k, v, x in (("share_rhat_high", rhat, rhat > RHAT_THRESHOLD), ("share_divergent", div, div > 0)):
+    worst = _cr(ds, "rhat_worst")
+    rhat = u(np.where(np.isnan(worst), _cr(ds, "rhat_max"), worst))
+    div = u(_cr(ds, "divergences"))
+    status = _as_str(ds["status"].transpose("cell", "replicate").values)
+    not_conv = u(np.where(use, (status == "not_converged").astype(float), np.nan))
+    for k, v, x in (("share_rhat_high", rhat, rhat > RHAT_THRESHOLD), ("share_divergent", div, div > 0),
+                    ("share_not_converged", not_conv, not_conv > 0)):
         out[k], out[f"{k}_mcse"], _ = _mean_mcse(np.where(np.isfinite(v), x.astype(float), np.nan), proportion=True)
     J, n = _fit_size(ds)
     out["n_groups_eff"] = _mean_mcse(u(J))[0]

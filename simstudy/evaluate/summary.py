@@ -55,6 +55,8 @@ LONG_NAMES = {
     "ess_min_per_s": "smallest bulk ESS per sampling second",
     "share_rhat_high": "share of fits with R-hat > 1.01",
     "share_divergent": "share of fits with divergent transitions",
+    "share_not_converged": "share of fits failing the convergence rule after the last extension",
+    "extensions_mean": "extensions (blocks of draws added) per fit",
     "divergences_mean": "divergent transitions per fit",
     "n_groups_eff": "number of groups J in the data",
     "group_size_eff": "mean group size n in the data",
@@ -86,7 +88,8 @@ def summarize(
         v
         for v in ds.data_vars
         if v
-        in {"pip", "delta_true", "t_true", "n_obs", "status", "done", "sample_s", "compile_s", "ess_bulk_tau_t", "ess_bulk_min", "rhat_max", "divergences"}
+        in {"pip", "delta_true", "t_true", "n_obs", "status", "done", "sample_s", "compile_s", "ess_bulk_tau_t", "ess_bulk_min", "rhat_max", "divergences",
+              "rhat_worst", "extensions"}
         or any(v.startswith(p + "_") for p in PARAMS)
     ]
     ds = ds[needed].load()

@@ -12,13 +12,9 @@ import pandas as pd
 import xarray as xr
 
 from .data import MelsmData
+from .diagnostics import HYPER_VARS, RHAT_MAX, Verdict, judge  # noqa: F401 - the rule lives there
 from .ssmelsm import indicator_combos
 from .priors import Priors, bayes_factor
-
-#: convergence rule shared by fits and the grid: R-hat of every hyperparameter below this
-RHAT_MAX = 1.01
-#: hyperparameters (scalar-ish posterior variables) used for convergence checks
-HYPER_VARS = ("beta", "eta", "tau", "corr", "pi")
 
 
 @dataclass(eq=False)
@@ -36,6 +32,8 @@ class FitResult:
     sample_s: float
     seed: object = None
     extra: dict = field(default_factory=dict)
+    #: blocks of ``settings.draws`` draws added after the first because the rule failed
+    extensions: int = 0
 
     # ------------------------------------------------------------------ views
     @property
@@ -71,8 +69,18 @@ class FitResult:
         return float(np.nanmin(np.concatenate([np.ravel(v.values) for v in values])))
 
     @property
+    def draws_used(self) -> int:
+        """Kept draws per chain (``settings.draws`` times 1 + ``extensions``)."""
+        return int(self.posterior.sizes["draw"])
+
+    @cached_property
+    def verdict(self) -> Verdict:
+        """The convergence rule of :mod:`simstudy.model.diagnostics` applied to this fit."""
+        return judge(self.diagnostics, self.divergences, int(self.posterior.sizes["chain"]))
+
+    @property
     def converged(self) -> bool:
-        return self.rhat_max <= RHAT_MAX and self.divergences == 0
+        return self.verdict.converged
 
     @property
     def status(self) -> str:
@@ -244,18 +252,20 @@ def _unit_diagnostics(diag: xr.Dataset, i: int, dims: dict, coords: dict) -> dic
     for stat in ("rhat", "ess_bulk", "ess_tail"):
         variables = {}
         for name, da in diag.sel(diagnostic=stat).isel(dataset=i).data_vars.items():
-            d = dims[name]
-            variables[name] = xr.DataArray(da.values, dims=d, coords={k: coords[k] for k in d})
+            d = dims.get(name, [f"{name}_dim{k}" for k in range(da.ndim)])  # e.g. a sampled pi: ()
+            variables[name] = xr.DataArray(da.values, dims=d, coords={k: coords[k] for k in d if k in coords})
         out[stat] = xr.Dataset(variables)
     return out
 
 
 def build_results(datasets, priors_list, structure, settings, records, stats, *, compile_s, sample_s, seeds,
-                  pip_diagnostics: bool = True):
-    """Split batched sampler output into one :class:`FitResult` per dataset."""
+                  pip_diagnostics: bool = True, extensions=None):
+    """Split batched sampler output into one :class:`FitResult` per dataset. ``sample_s``:
+    the batch's seconds (shared equally) or one value per dataset; ``extensions``: per dataset."""
     diag = batch_diagnostics(records, pips=pip_diagnostics)
     results = []
-    share = sample_s / len(datasets)
+    shares = list(sample_s) if np.ndim(sample_s) else [sample_s / len(datasets)] * len(datasets)
+    extensions = list(extensions) if extensions is not None else [0] * len(datasets)
     for i, (data, priors) in enumerate(zip(datasets, priors_list)):
         dims, coords = _dims(data)
         posterior = _posterior_dict(records, i)
@@ -278,8 +288,9 @@ def build_results(datasets, priors_list, structure, settings, records, stats, *,
                 settings=settings,
                 diagnostics=diagnostics,
                 compile_s=compile_s,
-                sample_s=share,
+                sample_s=shares[i],
                 seed=seeds[i],
+                extensions=int(extensions[i]),
             )
         )
     return results

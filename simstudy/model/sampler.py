@@ -29,6 +29,8 @@ from .result import FitResult, build_results
 
 #: number of times the batched sampler has been traced (a trace precedes every compile)
 TRACE_COUNT = 0
+#: number of times the continuation (extension) program has been traced
+CONTINUE_TRACE_COUNT = 0
 #: iterations between progress reports from inside the compiled sampler
 PROGRESS_EVERY = 25
 _progress_sink = None  # callable(iterations) while a fit with progress reporting runs
@@ -97,10 +99,8 @@ def _maybe_report(i, enabled) -> None:
     jax.lax.cond(enabled & (i % every == every - 1), lambda: jax.debug.callback(_report, every), lambda: None)
 
 
-def _run_chain(rng_key, init_params, arrays, hyper, report, *, structure: Structure, settings: MCMCSettings):
-    """Warm up and draw one chain; returns per-draw records and sampler statistics.
-    With ``report`` (a runtime boolean, so one program serves both) the program calls back
-    to the host every ``PROGRESS_EVERY`` iterations (progress bars)."""
+def _nuts(init_params, args, rng_key, *, structure: Structure, settings: MCMCSettings):
+    """The NUTS kernel on the flat parameter vector: ``(model, unravel, init_state, sample_kernel)``."""
     model = partial(ssmelsm, structure=structure)
     # NUTS runs on one flat vector: fewer, larger array operations per leapfrog step
     flat_init, unravel = ravel_pytree(init_params)
@@ -109,23 +109,19 @@ def _run_chain(rng_key, init_params, arrays, hyper, report, *, structure: Struct
         return lambda x: potential_energy(model, (arrays, hyper), {}, unravel(x))
 
     init_kernel, sample_kernel = hmc(potential_fn_gen=potential_fn_gen, algo="NUTS")
-    k_init, _ = jax.random.split(rng_key)
-    args = (arrays, hyper)
     state = init_kernel(
         flat_init,
         settings.warmup,
         target_accept_prob=settings.target_accept,
         max_tree_depth=settings.max_tree_depth,
         model_args=args,
-        rng_key=k_init,
+        rng_key=rng_key,
     )
+    return model, unravel, state, sample_kernel
 
-    def warm(state, i):
-        state = sample_kernel(state, model_args=args)
-        _maybe_report(i, report)
-        return state, state.diverging
 
-    state, warm_div = jax.lax.scan(warm, state, jnp.arange(settings.warmup))
+def _draw_phase(state, sample_kernel, model, unravel, args, report, structure: Structure, n: int):
+    """``n`` post-warm-up iterations from ``state``: (final state, records, statistics)."""
     names = _record_names(structure)
 
     def draw(state, i):
@@ -141,10 +137,56 @@ def _run_chain(rng_key, init_params, arrays, hyper, report, *, structure: Struct
         }
         return state, (record, stats)
 
-    state, (records, stats) = jax.lax.scan(draw, state, jnp.arange(settings.draws))
-    stats["step_size"] = jnp.broadcast_to(state.adapt_state.step_size, (settings.draws,))
+    state, (records, stats) = jax.lax.scan(draw, state, jnp.arange(n))
+    stats["step_size"] = jnp.broadcast_to(state.adapt_state.step_size, (n,))
+    return state, records, stats
+
+
+def _run_chain(rng_key, init_params, arrays, hyper, report, *, structure: Structure, settings: MCMCSettings):
+    """Warm up and draw one chain; returns per-draw records, sampler statistics and the
+    final NUTS state (step size and mass matrix adapted; input of :func:`_continue_chain`).
+    With ``report`` (a runtime boolean, so one program serves both) the program calls back
+    to the host every ``PROGRESS_EVERY`` iterations (progress bars)."""
+    k_init, _ = jax.random.split(rng_key)
+    args = (arrays, hyper)
+    model, unravel, state, sample_kernel = _nuts(init_params, args, k_init, structure=structure, settings=settings)
+
+    def warm(state, i):
+        state = sample_kernel(state, model_args=args)
+        _maybe_report(i, report)
+        return state, state.diverging
+
+    state, warm_div = jax.lax.scan(warm, state, jnp.arange(settings.warmup))
+    state, records, stats = _draw_phase(state, sample_kernel, model, unravel, args, report, structure, settings.draws)
     stats["warmup_divergences"] = jnp.sum(warm_div)
-    return records, stats
+    return records, stats, state
+
+
+def _continue_chain(state, init_params, arrays, hyper, report, *, structure: Structure, settings: MCMCSettings):
+    """Another ``settings.draws`` draws of a chain from its final ``state`` (an extension).
+    The state carries the chain's RNG key, adapted step size and mass matrix; its iteration
+    counter is past warm-up, so nothing is adapted. ``init_params`` only fixes the layout
+    of the flat vector (the kernel's own initial state is discarded)."""
+    args = (arrays, hyper)
+    model, unravel, _, sample_kernel = _nuts(init_params, args, state.rng_key, structure=structure, settings=settings)
+    return _draw_phase(state, sample_kernel, model, unravel, args, report, structure, settings.draws)
+
+
+def _continuation(structure: Structure, settings: MCMCSettings):
+    """One jitted program continuing datasets x chains from their states (``lax.map``)."""
+
+    def run(states, inits, arrays, hyper, report):
+        global CONTINUE_TRACE_COUNT
+        CONTINUE_TRACE_COUNT += 1
+        chain = partial(_continue_chain, report=report, structure=structure, settings=settings)
+
+        def per_dataset(args):
+            st, init, a, h = args
+            return jax.lax.map(lambda si: chain(si[0], si[1], a, h), (st, init))
+
+        return jax.lax.map(per_dataset, (states, inits, arrays, hyper))
+
+    return jax.jit(run)
 
 
 def _batched(structure: Structure, settings: MCMCSettings, method: str):
@@ -189,6 +231,20 @@ def compiled_sampler(structure: Structure, settings: MCMCSettings, args, method:
     configure_jax()
     t0 = time.perf_counter()
     compiled = _batched(structure, settings, method).lower(*args).compile()
+    seconds = time.perf_counter() - t0
+    _COMPILED[key] = compiled
+    return compiled, seconds
+
+
+def compiled_continuation(structure: Structure, settings: MCMCSettings, args) -> tuple[object, float]:
+    """The compiled extension program for these argument shapes (one dataset's states), and
+    the seconds spent compiling it now (0.0 when cached): compiled once per shape."""
+    key = ("continue", structure, settings, _signature(args))
+    if key in _COMPILED:
+        return _COMPILED[key], 0.0
+    configure_jax()
+    t0 = time.perf_counter()
+    compiled = _continuation(structure, settings).lower(*args).compile()
     seconds = time.perf_counter() - t0
     _COMPILED[key] = compiled
     return compiled, seconds
@@ -268,6 +324,7 @@ def fit_batch(
     batch_method: str = "map",
     progress=None,
     pip_diagnostics: bool = True,
+    max_extensions: int = 0,
 ) -> list[FitResult]:
     """Fit many same-shaped datasets in one compiled, vmapped call (datasets x chains).
 
@@ -281,7 +338,13 @@ def fit_batch(
     ``datasets x chains x (warmup + draws)`` (reported from inside the compiled program).
     ``pip_diagnostics=False`` skips R-hat/ESS of the per-group inclusion probabilities (about
     0.5 s per J = 160 fit; the grid's convergence rule uses the hyperparameters only).
+    ``max_extensions``: a fit failing the convergence rule (:mod:`simstudy.model.diagnostics`)
+    continues its own chains from their final state (adapted step size and mass matrix kept)
+    for another ``draws`` draws, and is judged again, up to this many times (see
+    :func:`extend_fit`; the designs and ``simstudy fit`` default to 2, the library to 0).
     """
+    if isinstance(max_extensions, bool) or not isinstance(max_extensions, (int, np.integer)) or max_extensions < 0:
+        raise ValueError(f"max_extensions must be a non-negative integer, got {max_extensions!r}")
     if not datasets:
         raise ValueError("fit_batch needs at least one dataset")
     settings = MCMCSettings(chains, warmup, draws, target_accept, max_tree_depth)
@@ -326,38 +389,87 @@ def fit_batch(
     if progress is not None:
         progress("compiling", 0, total)
     compiled, compile_s = compiled_sampler(structure, settings, args, batch_method)
-    records, stats, sample_s = _execute(compiled, args, progress, total)
-    records = jax.tree_util.tree_map(np.asarray, records)
-    stats = jax.tree_util.tree_map(np.asarray, stats)
-    return build_results(
+    (records, stats, states), sample_s = _execute(compiled, args, progress, total)
+    records, stats, states = jax.tree_util.tree_map(np.asarray, (records, stats, states))
+    results = build_results(
         datasets, priors_list, structure, settings, records, stats,
         compile_s=compile_s, sample_s=sample_s, seeds=seeds, pip_diagnostics=pip_diagnostics,
     )
+    if max_extensions == 0:
+        return results
+    one = lambda tree, i: jax.tree_util.tree_map(lambda x: x[i : i + 1], tree)  # noqa: E731
+    for i, res in enumerate(results):
+        if not res.converged:
+            chains_i = _Chains(one(records, i), one(stats, i), one(states, i), one(args[1], i), one(args[2], i),
+                               one(args[3], i))
+            results[i] = extend_fit(res, chains_i, max_extensions, pip_diagnostics=pip_diagnostics, progress=progress)
+    return results
 
 
-def _execute(compiled, args, progress, total):
-    """Run the compiled sampler, forwarding in-program progress reports to ``progress``."""
+@dataclass
+class _Chains:
+    """One dataset's sampler output and inputs, each with a leading dataset axis of 1."""
+
+    records: dict
+    stats: dict
+    states: object  # HMCState, leaves (1, chains, ...)
+    inits: dict
+    arrays: object
+    hyper: object
+
+
+def extend_fit(res: FitResult, chains: _Chains, max_extensions: int, *, pip_diagnostics: bool = True,
+               progress=None) -> FitResult:
+    """Extend a fit that fails the convergence rule: continue each chain from its final NUTS
+    state for ``settings.draws`` more draws (one compiled program per shape, whatever the
+    extension), append them, judge again; at most ``max_extensions`` times. The draws depend
+    only on this fit's own states, so they do not depend on the batch it was fitted in.
+    A fit with divergent transitions is not extended: more draws cannot undo them."""
+    structure, settings = res.structure, res.settings
+    n, sample_s, compile_s = 0, res.sample_s, res.compile_s
+    while n < max_extensions and not res.converged and res.divergences == 0:
+        args = (chains.states, chains.inits, chains.arrays, chains.hyper, np.bool_(progress is not None))
+        compiled, seconds = compiled_continuation(structure, settings, args)
+        compile_s += seconds
+        total = settings.chains * settings.draws
+        (new_states, records, stats), secs = _execute(compiled, args, progress, total, phase="extending")
+        new_states, records, stats = jax.tree_util.tree_map(np.asarray, (new_states, records, stats))
+        chains.states = new_states
+        chains.records = {k: np.concatenate([chains.records[k], records[k]], axis=2) for k in chains.records}
+        chains.stats = {k: (np.concatenate([v, stats[k]], axis=2) if k in stats else v) for k, v in chains.stats.items()}
+        n += 1
+        sample_s += secs
+        res = build_results(
+            [res.data], [res.priors], structure, settings, chains.records, chains.stats, compile_s=compile_s,
+            sample_s=[sample_s], seeds=[res.seed], pip_diagnostics=pip_diagnostics, extensions=[n],
+        )[0]
+    return res
+
+
+def _execute(compiled, args, progress, total, phase: str = "sampling"):
+    """Run a compiled program, forwarding in-program progress reports to ``progress``;
+    returns (its outputs, seconds)."""
     global _progress_sink
     done = 0
 
     def sink(iterations):
         nonlocal done
         done = min(total, done + iterations)
-        progress("sampling", done, total)
+        progress(phase, done, total)
 
     if progress is not None:
-        progress("sampling", 0, total)
+        progress(phase, 0, total)
         _progress_sink = sink
     t0 = time.perf_counter()
     try:
-        records, stats = jax.block_until_ready(compiled(*args))
+        outputs = jax.block_until_ready(compiled(*args))
         jax.effects_barrier()
     finally:
         _progress_sink = None
     seconds = time.perf_counter() - t0
     if progress is not None:
         progress("done", total, total)
-    return records, stats, seconds
+    return outputs, seconds
 
 
 def fit(

@@ -187,7 +187,7 @@ def print_summary(fit, threshold: float = 0.75, *, console=None, loo=None, waic=
     console = console or _console()
     data = fit.data
     settings = fit.settings
-    n_draws = settings.chains * settings.draws
+    n_draws = settings.chains * fit.draws_used
     meta = data.meta or {}
 
     head = Table.grid(padding=(0, 2))
@@ -206,7 +206,10 @@ def print_summary(fit, threshold: float = 0.75, *, console=None, loo=None, waic=
     head.add_row("Time", f"compile {fit.compile_s:.1f} s, sampling {fit.sample_s:.1f} s")
     warm_div = int(fit.tree["sample_stats"].attrs.get("warmup_divergences", 0))
     conv = "[green]converged[/green]" if fit.converged else "[red]NOT converged[/red]"
-    head.add_row("Convergence", f"{conv}: max R-hat {fit.rhat_max:.3f}, min bulk ESS {fit.ess_bulk_min:.0f}, "
+    v = fit.verdict
+    ext = f", {fit.extensions} extension(s): {fit.draws_used} draws per chain" if fit.extensions else ""
+    head.add_row("Convergence", f"{conv} (R-hat ≤ 1.01, bulk/tail ESS ≥ {v.ess_needed:.0f}, no divergences{ext}): "
+                 f"max R-hat {v.rhat_worst:.3f}, min ESS {v.ess_worst:.0f} (worst: {escape(v.worst_param)}), "
                  f"{fit.divergences} divergent transitions after warmup ({warm_div} during warmup)")
     console.print(title or "[bold]SS-MELSM fit[/bold]")
     console.print(head)
@@ -398,6 +401,11 @@ def fit_info(fit, *, threshold: float, loo=None, waic=None, data_file=None, extr
             "rhat_max": fit.rhat_max,
             "ess_bulk_min": fit.ess_bulk_min,
             "divergences": fit.divergences,
+            "rhat_worst": fit.verdict.rhat_worst,
+            "ess_worst": fit.verdict.ess_worst,
+            "worst_param": fit.verdict.worst_param,
+            "draws_used": fit.draws_used,
+            "extensions": fit.extensions,
             "warmup_divergences": int(fit.tree["sample_stats"].attrs.get("warmup_divergences", 0)),
         },
         "n_flagged": int(table["flagged"].sum()),
@@ -546,6 +554,7 @@ def fit_command(
     dropna: bool = False,
     progress: bool = True,
     console=None,
+    max_extensions: int = 2,
 ):
     """``simstudy fit``: validate everything, fit, print the summary, write ``--out``.
 
@@ -569,6 +578,8 @@ def fit_command(
             MCMCSettings(chains, warmup, draws)
         except ValueError as exc:
             raise FitInputError(f"MCMC settings: {exc}") from None
+        if isinstance(max_extensions, bool) or not isinstance(max_extensions, int) or max_extensions < 0:
+            raise FitInputError(f"--max-extensions must be an integer >= 0, got {max_extensions!r}")
         if out is not None:
             out = check_out_dir(out)
         df = read_csv_checked(data)
@@ -591,7 +602,8 @@ def fit_command(
     t0 = time.perf_counter()
     try:
         with fitting_progress(progress, label=f"fitting {Path(data).name}") as report:
-            result = fit_data(mdata, priors, chains=chains, warmup=warmup, draws=draws, seed=seed, progress=report)
+            result = fit_data(mdata, priors, chains=chains, warmup=warmup, draws=draws, seed=seed, progress=report,
+                              max_extensions=max_extensions)
         t_ll = time.perf_counter()
         result.add_log_likelihood()
         loo = loo_of(result)
@@ -602,6 +614,8 @@ def fit_command(
     result.extra.update(location_formula=location, scale_formula=scale, data_file=str(data))
 
     print_summary(result, threshold, console=console, loo=loo, waic=waic)
+    if not result.converged:
+        console.print(escape(convergence_advice(result)), style="yellow", highlight=False)
     if out is not None:
         try:
             paths = write_fit_dir(
@@ -616,6 +630,17 @@ def fit_command(
                   f"cannot write --out {out}: {exc.strerror or exc}; nothing was written", code=1)
         console.print(escape(f"wrote {', '.join(p.name for p in paths.values())} to {out}"), highlight=False)
     return result
+
+
+def convergence_advice(fit) -> str:
+    """What ``simstudy fit`` prints when a fit still fails the convergence rule after its
+    extensions: why, the slowest parameter, and settings to try."""
+    from ..model.diagnostics import suggest_settings
+
+    v = fit.verdict
+    return (f"warning: not converged after {fit.extensions} extension(s) ({fit.draws_used} draws per chain): "
+            f"{v.reason}. The slowest parameter is {v.worst_param}; try "
+            f"{suggest_settings(v, fit.settings, fit.extensions)}.")
 
 
 def load_fit_dir(path):

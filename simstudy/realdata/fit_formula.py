@@ -63,7 +63,8 @@ def fitting_progress(enabled: bool = True, console=None, label: str = "SS-MELSM"
 
     Phases: "compiling" (a spinner; skipped quickly when the program is cached), then
     "sampling" with iterations done out of chains x (warm-up + draws), reported from inside
-    the compiled sampler every few iterations.
+    the compiled sampler every few iterations; "extending" while a fit failing the convergence
+    rule gets more draws.
     """
     if not enabled:
         yield None
@@ -88,6 +89,9 @@ def fitting_progress(enabled: bool = True, console=None, label: str = "SS-MELSM"
     def report(phase: str, done: int, total: int) -> None:
         if phase == "compiling":
             bar.update(task, description=f"{label}: compiling the sampler (once per data shape)", total=None)
+        elif phase == "extending":
+            bar.update(task, description=f"{label}: not converged yet, extending the chains", total=total,
+                       completed=done)
         else:
             bar.update(task, description=f"{label}: sampling (iterations, all chains)", total=total, completed=done)
 

@@ -15,7 +15,8 @@ Top level::
     block_size = 2             # optional: replicates per task (one vmapped fit);
                                # default min(replicates, 10); at most `replicates`
 
-    [mcmc]        chains (4), warmup (1000), draws (1000), target_accept (0.8), max_tree_depth (10)
+    [mcmc]        chains (4), warmup (1000), draws (1000), target_accept (0.8), max_tree_depth (10),
+                  max_extensions (2)
     [generator]   fixed data-generating settings (``simstudy.study.generate.GeneratorSpec`` fields)
     [model]       fixed prior/model settings (``simstudy.model.priors.Priors`` fields)
     [factors]     setting = [level, level, ...]    (full factorial, in file order)

@@ -13,7 +13,7 @@ Setting names are unqualified and each belongs to exactly one namespace (see
   ``pi`` is the model's prior inclusion probability.)
 * model: pi, location_sd, scale_sd, lkj_eta, correlated, location_fixed_sd,
   scale_fixed_sd, location_intercept_mean, location_intercept_sd.
-* mcmc: chains, warmup, draws, target_accept, max_tree_depth.
+* mcmc: chains, warmup, draws, target_accept, max_tree_depth, max_extensions.
 
 ``pi`` and ``prior_pi`` are a number in (0, 1) or a Beta hyperprior ``"beta(a, b)"`` (text,
 stored in canonical form ``"beta(1, 1)"``; numbers stay numbers, so designs without a Beta
@@ -254,6 +254,8 @@ SETTINGS: dict[str, Setting] = {
         _S("draws", _C, "int", 1000, _ge(1), doc="kept draws per chain (>= 1)"),
         _S("target_accept", _C, "float", 0.8, _open(0, 1), doc="NUTS target acceptance, in (0, 1)"),
         _S("max_tree_depth", _C, "int", 10, _closed(1, 20), doc="NUTS maximum tree depth, in [1, 20]"),
+        _S("max_extensions", _C, "int", 2, _ge(0),
+           doc="extensions of a fit failing the convergence rule by another `draws` draws (>= 0)"),
     ]
 }
 
@@ -273,6 +275,7 @@ SHAPE_KEYS: tuple[str, ...] = (
     "draws",
     "target_accept",
     "max_tree_depth",
+    "max_extensions",
     # longitudinal layout
     "layout",
     "location_random_slope",
@@ -282,6 +285,8 @@ SHAPE_KEYS: tuple[str, ...] = (
 #: Settings added after designs were first stored: left out of a cell's record in the design
 #: hash while at their default, so every existing design keeps its hash (and its stores open).
 OMIT_AT_DEFAULT: frozenset[str] = frozenset({
+    # automatic extension of unconverged fits (a store run before it resumes with it)
+    "max_extensions",
     # longitudinal layout
     "layout", "gamma1", "tau_u1", "rho_u01", "eta1", "phi", "dropout", "dropout_monotone",
     "location_random_slope", "scale_time",

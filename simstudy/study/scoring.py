@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .generate import Truth
     from ..model.result import FitResult
 
-__all__ = ["SCHEMA", "STATUS_DTYPE", "ERROR_DTYPE", "ERROR_MAX", "STATUSES", "score_fit", "failed_record",
+__all__ = ["SCHEMA", "STATUS_DTYPE", "ERROR_DTYPE", "ERROR_MAX", "PARAM_DTYPE", "STATUSES", "score_fit", "failed_record",
            "empty_value", "stack_records", "truth_record", "add_methods", "METHOD_VARIABLES", "SS_MELSM_FLAG_PIP"]
 
 #: fit statuses stored in ``status``
@@ -31,6 +31,8 @@ STATUSES = ("ok", "not_converged", "failed")
 STATUS_DTYPE = "<U13"
 ERROR_MAX = 500
 ERROR_DTYPE = f"<U{ERROR_MAX}"
+#: parameter names such as "corr[scale:Intercept, location:Intercept]"
+PARAM_DTYPE = "<U64"
 
 _G = "group"  # (cell, replicate, group)
 _F = "fit"  # (cell, replicate)
@@ -78,6 +80,12 @@ SCHEMA: dict[str, dict] = {
     "rhat_max": _v(_F, "largest rank-normalised R-hat over the hyperparameters", "1"),
     "ess_bulk_min": _v(_F, "smallest bulk ESS over the hyperparameters", "1"),
     "ess_tail_min": _v(_F, "smallest tail ESS over the hyperparameters", "1"),
+    "rhat_worst": _v(_F, "largest R-hat over the hyperparameters judged by the convergence rule "
+                         "(simstudy.model.diagnostics; inf when one is NaN)", "1"),
+    "ess_worst": _v(_F, "smallest bulk or tail ESS (all chains) over the hyperparameters judged by the rule", "1"),
+    "worst_param": _v(_F, "the hyperparameter furthest past the convergence rule's limits", "", PARAM_DTYPE),
+    "draws_used": _v(_F, "kept draws per chain, extensions included", "1"),
+    "extensions": _v(_F, "extensions by another `draws` draws per chain after failing the convergence rule", "1"),
     "tree_depth_mean": _v(_F, "mean NUTS tree depth over the kept draws", "1"),
     "sample_s": _v(_F, "sampling wall time of the fit (its share of the batched call)", "s"),
     "compile_s": _v(_F, "compile time of the batched call the fit was part of (0 when cached in-process)", "s"),
@@ -287,6 +295,12 @@ def score_fit(fit: "FitResult", truth: "Truth", n_groups_max: int, n_methods: in
     rec["rhat_max"] = scalar(fit.rhat_max)
     rec["ess_bulk_min"] = scalar(fit.ess_bulk_min)
     rec["ess_tail_min"] = scalar(_min_over(fit.diagnostics["ess_tail"]))
+    verdict = fit.verdict
+    rec["rhat_worst"] = scalar(verdict.rhat_worst)
+    rec["ess_worst"] = scalar(verdict.ess_worst)
+    rec["worst_param"] = np.asarray(verdict.worst_param[:64], dtype=PARAM_DTYPE)
+    rec["draws_used"] = scalar(fit.draws_used)
+    rec["extensions"] = scalar(fit.extensions)
     stats = fit.sample_stats
     rec["tree_depth_mean"] = scalar(float(np.mean(stats["tree_depth"].values)) if "tree_depth" in stats else math.nan)
     rec["sample_s"] = scalar(fit.sample_s)
