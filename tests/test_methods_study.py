@@ -87,13 +87,16 @@ def test_store_has_a_method_dim(tmp_path):
 
 
 def test_a_store_without_methods_still_opens_and_takes_new_records(tmp_path):
-    """A store written before the comparators (no method dim): opening, resuming (records
-    that carry per-method variables) and evaluating still work."""
+    """A store written by the first release (its schema: tests/data/schema_v0.txt; no method
+    dim, no convergence verdict, no pi posterior, no slope summaries): opening, resuming
+    (records that carry every variable added since) and evaluating still work."""
     from simstudy.evaluate.methods import method_view
     from simstudy.study.scoring import failed_record, stack_records
 
     design = parse_design(design_text())
-    old_schema = {k: v for k, v in SCHEMA.items() if k not in METHOD_VARIABLES}
+    v0 = set((ROOT / "tests" / "data" / "schema_v0.txt").read_text().split())
+    old_schema = {k: v for k, v in SCHEMA.items() if k in v0}
+    assert set(METHOD_VARIABLES) <= set(SCHEMA) - v0
     path = tmp_path / "old.zarr"
     create_or_open(path, design, schema=old_schema)
     info = read_info(path)
@@ -109,6 +112,11 @@ def test_a_store_without_methods_still_opens_and_takes_new_records(tmp_path):
     assert list(view["method"].values) == ["ss_melsm"]
     np.testing.assert_array_equal(view["score"].values[0, 0, 0], rec["pip"])
     np.testing.assert_array_equal(view["flag"].values[0, 0, 0], rec["pip"] >= SS_MELSM_FLAG_PIP)
+    from simstudy.evaluate import summarize
+
+    s = summarize(ds)  # the evaluation copes with the variables the old store lacks
+    assert s.fpr.values[0] == pytest.approx(0.3)  # 3 of 10 PIPs >= 0.75, no inconsistent group
+    assert s.share_not_converged.values[0] == 0.0
 
 
 # ------------------------------------------------------------------------------ runner

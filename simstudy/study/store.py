@@ -121,10 +121,6 @@ def _schema() -> dict[str, dict]:
     return SCHEMA
 
 
-def _method_variables() -> tuple[str, ...]:
-    from .scoring import METHOD_VARIABLES
-
-    return METHOD_VARIABLES
 
 
 def package_versions() -> dict[str, str]:
@@ -486,8 +482,11 @@ def write_block(path: str | Path, cell_index: int, replicate_indices, records: d
     values = {}
     for name, value in records.items():
         arr = arrays.get(name)
-        if arr is None and name in _method_variables() and "method" not in arrays:
-            continue  # a store made before the comparator methods: it has no place for them
+        if arr is None and name in _schema():
+            # a variable added to the schema after this store was created (e.g. the comparator
+            # methods, the convergence verdict): the store has no place for it, so an old store
+            # keeps resuming; its analysis treats the variable as absent
+            continue
         if arr is None or name == "done" or tuple(arr.metadata.dimension_names[:2]) != ("cell", "replicate"):
             raise StoreError(f"{name!r} is not a result variable of the store {path}")
         value = np.asarray(value).astype(arr.dtype)  # numpy cuts text to the stored width
