@@ -126,6 +126,7 @@ def synthetic_store(
         "compile_s": rng.uniform(5, 8, (C, R)),
         "ess_bulk_tau_t": rng.uniform(400, 900, (C, R)),
         "n_inconsistent_true": np.nansum(delta, -1),
+        "extensions": (np.arange(C * R).reshape(C, R) % 3 == 0).astype(float),  # no draw: the rng stream stays
     }
     truths = {"tau_t": 1.0, "tau_u": 0.33, "eta0": -0.25, "gamma0": 0.0, "rho": np.nan}
     for p, val in truths.items():
