@@ -39,7 +39,7 @@ _LAZY = {
     "fit_formula": ("simstudy.realdata.fit_formula", "fit_formula"),
     "make_priors": ("simstudy.realdata.fit_formula", "make_priors"),
     "compare_fits": ("simstudy.realdata.compare", "compare_fits"),
-    "print_summary": ("simstudy.realdata.commands", "print_summary"),
+    "print_summary": ("simstudy.realdata.summary", "print_summary"),
     "load_saeb": ("simstudy.datasets", "load_saeb"),
     "add_saeb_predictors": ("simstudy.datasets", "add_saeb_predictors"),
 }

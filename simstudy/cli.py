@@ -81,7 +81,7 @@ def run(
 @app.command()
 def status(store: Path = typer.Argument(..., help="results store")):
     """Show how far a study has got: tasks done, failed, pending."""
-    from .study.runner import print_status
+    from .study.status import print_status
     from .study.store import StoreError
 
     try:

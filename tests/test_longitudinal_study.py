@@ -107,7 +107,7 @@ def test_smoke_longitudinal_run_summarize_plot(tmp_path):
 
 def test_grid_fits_longitudinal_cells_non_centred():
     from simstudy.study.generate import GeneratorSpec
-    from simstudy.study.runner import centered_location_for
+    from simstudy.study.task import centered_location_for
 
     assert centered_location_for(GeneratorSpec(group_size=10)) is True  # cross-sectional rule unchanged
     assert centered_location_for(GeneratorSpec(group_size=9)) is False

@@ -393,12 +393,13 @@ def test_task_whose_write_fails_is_recorded_failed(tmp_path, monkeypatch):
     reason), not half-written. (The fit itself is replaced by an error to keep this fast.)"""
     import simstudy.study.generate
     import simstudy.study.runner as R
+    import simstudy.study.task as T
     from simstudy.study.store import open_results
 
     _, info, task, ci = _task_setup(tmp_path)
     monkeypatch.setattr(simstudy.study.generate, "generate",
                         lambda spec, seed: (_ for _ in ()).throw(RuntimeError("no fit here")))
-    real = R.write_block
+    real = T.write_block
     calls = []
 
     def full_disk(path, cell_index, reps, records, **kw):
@@ -407,7 +408,7 @@ def test_task_whose_write_fails_is_recorded_failed(tmp_path, monkeypatch):
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(path, cell_index, reps, records, **kw)
 
-    monkeypatch.setattr(R, "write_block", full_disk)
+    monkeypatch.setattr(T, "write_block", full_disk)
     res = R.run_task(task, str(info.path), ci, info.n_groups_max)
     assert res.statuses == ["failed", "failed"] and "no space left on" in res.error
     ds = open_results(info.path).load()
@@ -419,12 +420,13 @@ def test_task_whose_write_fails_is_recorded_failed(tmp_path, monkeypatch):
 def test_block_stays_pending_when_even_the_failure_cannot_be_written(tmp_path, monkeypatch):
     import simstudy.study.generate
     import simstudy.study.runner as R
+    import simstudy.study.task as T
     from simstudy.study.store import open_results
 
     _, info, task, ci = _task_setup(tmp_path)
     monkeypatch.setattr(simstudy.study.generate, "generate",
                         lambda spec, seed: (_ for _ in ()).throw(RuntimeError("no fit here")))
-    monkeypatch.setattr(R, "write_block", lambda *a, **k: (_ for _ in ()).throw(OSError(errno.ENOSPC, "full")))
+    monkeypatch.setattr(T, "write_block", lambda *a, **k: (_ for _ in ()).throw(OSError(errno.ENOSPC, "full")))
     res = R.run_task(task, str(info.path), ci, info.n_groups_max)  # does not raise
     assert res.statuses == ["failed", "failed"] and "stays pending" in res.error
     assert not open_results(info.path)["done"].values[ci].any()
@@ -575,7 +577,7 @@ def test_dropna_drops_infinite_rows_too():
 
 
 def test_bf10_prints_a_bound():
-    from simstudy.realdata.commands import format_bf
+    from simstudy.realdata.summary import format_bf
 
     assert format_bf(float("inf")) == "> 10^6" and format_bf(3e7) == "> 10^6"
     assert format_bf(12.34) == "12.3" and format_bf(5e4) == "5.00e+04" and format_bf(float("nan")) == "–"
@@ -618,7 +620,7 @@ def one_fit(fit_csv):
 def test_fit_out_enospc_while_writing(fit_csv, tmp_path, monkeypatch):
     """ENOSPC in the middle of writing posterior.nc: one error line naming the file system,
     the file and the space needed; exit 1; the temporary directory is gone."""
-    import simstudy.realdata.commands as C
+    import simstudy.realdata.fitdir as C
 
     def full(path, data):
         Path(path).write_bytes(data[: len(data) // 2])  # a partial file, as a full disk leaves it
