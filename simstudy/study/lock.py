@@ -324,53 +324,34 @@ def _release(path: Path, run: str) -> None:
             path.unlink()
 
 
-class StoreLock:
-    """The runner lock of one results store (``STORE.lock``, see the module docstring).
+class _HeldFile:
+    """A lock or lease file this process may hold: taken atomically (:func:`_acquire`, with
+    stale-holder takeover), kept fresh by a heartbeat while held, removed on release."""
 
-    ``acquire()`` returns None when this process now holds it, else the live :class:`Holder`.
-    ``set_phase("running")`` tells runners that join (``--join``) the store is ready.
-    """
+    path: Path
+    run: str
+    stale_after: float | None
+    heartbeat: float
 
-    def __init__(self, store, *, run: str | None = None, command: str = "", stale_after: float | None = None,
-                 heartbeat: float | None = None):
-        self.store = Path(store).absolute()
-        self.path = lock_path(self.store)
-        self.run = run or uuid.uuid4().hex[:12]
-        self.command = command
+    def _setup(self, stale_after: float | None, heartbeat: float | None) -> None:
         self.stale_after = stale_after
         self.heartbeat = heartbeat_s() if heartbeat is None else heartbeat
         self.held = False
         self.took_over: tuple[Holder, str] | None = None
         self._beat: _Heartbeat | None = None
-        self._phase = "preparing"
 
-    def _content(self) -> dict:
-        return _identity(self.run, self.command, {"store": str(self.store), "phase": self._phase})
-
-    def acquire(self) -> Holder | None:
+    def _take(self, content: dict, run: str | None) -> Holder | None:
+        """None when this process now holds the file, else the live :class:`Holder`."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
         def took(holder, reason):
             self.took_over = (holder, reason)
 
-        holder = _acquire(self.path, self._content(), stale_after=self.stale_after, run=None, on_takeover=took)
+        holder = _acquire(self.path, content, stale_after=self.stale_after, run=run, on_takeover=took)
         if holder is None:
             self.held = True
             self._beat = _Heartbeat(self.path, self.run, self.heartbeat)
         return holder
-
-    def set_phase(self, phase: str) -> None:
-        """Rewrite the lock file with ``phase`` (atomically: a new file renamed over it)."""
-        if not self.held:
-            return
-        self._phase = phase
-        tmp = self.path.with_name(f".{self.path.name}.{self.run}.tmp")
-        content = self._content()
-        with contextlib.suppress(OSError):
-            old = json.loads(self.path.read_text())
-            content["started"] = old.get("started", content["started"])
-        tmp.write_text(json.dumps(content) + "\n")
-        os.replace(tmp, self.path)
 
     def release(self) -> None:
         if self._beat is not None:
@@ -392,6 +373,42 @@ class StoreLock:
         self.release()
 
 
+class StoreLock(_HeldFile):
+    """The runner lock of one results store (``STORE.lock``, see the module docstring).
+
+    ``acquire()`` returns None when this process now holds it, else the live :class:`Holder`.
+    ``set_phase("running")`` tells runners that join (``--join``) the store is ready.
+    """
+
+    def __init__(self, store, *, run: str | None = None, command: str = "", stale_after: float | None = None,
+                 heartbeat: float | None = None):
+        self.store = Path(store).absolute()
+        self.path = lock_path(self.store)
+        self.run = run or uuid.uuid4().hex[:12]
+        self.command = command
+        self._setup(stale_after, heartbeat)
+        self._phase = "preparing"
+
+    def _content(self) -> dict:
+        return _identity(self.run, self.command, {"store": str(self.store), "phase": self._phase})
+
+    def acquire(self) -> Holder | None:
+        return self._take(self._content(), run=None)
+
+    def set_phase(self, phase: str) -> None:
+        """Rewrite the lock file with ``phase`` (atomically: a new file renamed over it)."""
+        if not self.held:
+            return
+        self._phase = phase
+        tmp = self.path.with_name(f".{self.path.name}.{self.run}.tmp")
+        content = self._content()
+        with contextlib.suppress(OSError):
+            old = json.loads(self.path.read_text())
+            content["started"] = old.get("started", content["started"])
+        tmp.write_text(json.dumps(content) + "\n")
+        os.replace(tmp, self.path)
+
+
 def lock_phase(store) -> str | None:
     """The phase written in the store's lock file (``preparing`` / ``running``), or None."""
     try:
@@ -400,7 +417,7 @@ def lock_phase(store) -> str | None:
         return None
 
 
-class TaskLease:
+class TaskLease(_HeldFile):
     """A lease on one task: held while a worker runs it (``.STORE.leases/TASK.lease``)."""
 
     def __init__(self, leases: Path, task_id: str, run: str, *, stale_after: float | None = None,
@@ -409,32 +426,10 @@ class TaskLease:
         self.path = lease_file(self.dir, task_id)
         self.task_id = task_id
         self.run = run
-        self.stale_after = stale_after
-        self.heartbeat = heartbeat_s() if heartbeat is None else heartbeat
-        self.held = False
-        self.took_over: tuple[Holder, str] | None = None
-        self._beat: _Heartbeat | None = None
+        self._setup(stale_after, heartbeat)
 
     def acquire(self) -> Holder | None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-
-        def took(holder, reason):
-            self.took_over = (holder, reason)
-
-        holder = _acquire(self.path, _identity(self.run, "", {"task": self.task_id}),
-                          stale_after=self.stale_after, run=self.run, on_takeover=took)
-        if holder is None:
-            self.held = True
-            self._beat = _Heartbeat(self.path, self.run, self.heartbeat)
-        return holder
-
-    def release(self) -> None:
-        if self._beat is not None:
-            self._beat.stop()
-            self._beat = None
-        if self.held:
-            _release(self.path, self.run)
-            self.held = False
+        return self._take(_identity(self.run, "", {"task": self.task_id}), run=self.run)
 
 
 def lease_holder(leases: Path, task_id: str, *, run: str | None = None) -> Holder | None:

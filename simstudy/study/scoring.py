@@ -195,7 +195,9 @@ def _param(params: dict, key: str) -> float:
 
 
 def _fill_truth(rec: dict, data, truth: "Truth", n_groups_max: int) -> None:
-    """The truth and data variables of a record (as :func:`score_fit` writes them)."""
+    """The truth and data variables of a record (per group and per fit), the same for a fit's
+    record (:func:`score_fit`) and a comparator-only one (:func:`truth_record`). The slope
+    truths are NaN unless the model has a random ``time`` slope in the location."""
     scalar = lambda v: np.asarray(v, dtype=np.float64)  # noqa: E731
     rec["delta_true"] = _pad(np.asarray(truth.delta, dtype=np.float64), n_groups_max)
     rec["t_true"] = _pad(truth.t, n_groups_max)
@@ -209,8 +211,13 @@ def _fill_truth(rec: dict, data, truth: "Truth", n_groups_max: int) -> None:
     rec["eta0_true"] = scalar(_param(p, "eta0"))
     rec["gamma0_true"] = scalar(_param(p, "gamma0"))
     rec["rho_true"] = scalar(_param(p, "rho"))
+    has_slope = "time" in data.z_loc_names
+    rec["tau_u1_true"] = scalar(_param(p, "tau_u1") if has_slope else math.nan)
+    rec["rho_u01_true"] = scalar(_param(p, "rho_u01") if has_slope else math.nan)
     rec["n_inconsistent_true"] = scalar(_param(p, "n_inconsistent") if "n_inconsistent" in p
                                         else float(np.sum(truth.delta)))
+    rec["share_true"] = scalar(float(np.mean(truth.delta)))
+    rec["pi_true"] = scalar(_param(p, "pi"))
 
 
 def truth_record(data, truth: "Truth", n_groups_max: int, n_methods: int = 1) -> dict[str, np.ndarray]:
@@ -276,16 +283,11 @@ def score_fit(fit: "FitResult", truth: "Truth", n_groups_max: int, n_methods: in
     rec = _blank(n_groups_max, n_methods)
 
     # per group
+    _fill_truth(rec, fit.data, truth, n_groups_max)
     rec["pip"] = _pad(fit.pip.values[:, 0], n_groups_max)
-    rec["delta_true"] = _pad(np.asarray(truth.delta, dtype=np.float64), n_groups_max)
-    rec["t_true"] = _pad(truth.t, n_groups_max)
-    rec["u_true"] = _pad(truth.u, n_groups_max)
-    rec["sigma_true"] = _pad(truth.sigma, n_groups_max)
     t_eff = (post["t"].isel(scale_random=0) * post["incl_prob"].isel(scale_random=0)).mean(("chain", "draw"))
     rec["t_mean"] = _pad(t_eff.values, n_groups_max)
     rec["sigma_mean"] = _pad(post["group_sd"].mean(("chain", "draw")).values, n_groups_max)
-    rec["n_obs"] = _pad(fit.data.group_sizes, n_groups_max)
-    rec["observed_sd"] = _pad(fit.data.stats.y_sd, n_groups_max)
 
     # per fit: status and diagnostics
     scalar = lambda v: np.asarray(v, dtype=np.float64)  # noqa: E731
@@ -326,21 +328,6 @@ def score_fit(fit: "FitResult", truth: "Truth", n_groups_max: int, n_methods: in
         rec[f"{base}_mean"], rec[f"{base}_q05"], rec[f"{base}_q95"] = scalar(mean), scalar(q05), scalar(q95)
     ess_tau = _sel_name(fit.diagnostics["ess_bulk"]["tau"], "random_effect", "scale:Intercept")
     rec["ess_bulk_tau_t"] = scalar(float(ess_tau.values))
-
-    # truth
-    p = truth.params
-    rec["tau_t_true"] = scalar(_param(p, "tau_t"))
-    rec["tau_u_true"] = scalar(_param(p, "tau_u"))
-    rec["eta0_true"] = scalar(_param(p, "eta0"))
-    rec["gamma0_true"] = scalar(_param(p, "gamma0"))
-    rec["rho_true"] = scalar(_param(p, "rho"))
-    has_slope = "location:time" in [str(v) for v in post["tau"]["random_effect"].values]
-    rec["tau_u1_true"] = scalar(_param(p, "tau_u1") if has_slope else math.nan)
-    rec["rho_u01_true"] = scalar(_param(p, "rho_u01") if has_slope else math.nan)
-    rec["n_inconsistent_true"] = scalar(_param(p, "n_inconsistent") if "n_inconsistent" in p
-                                        else float(np.sum(truth.delta)))
-    rec["share_true"] = scalar(float(np.mean(truth.delta)))
-    rec["pi_true"] = scalar(_param(p, "pi"))
     return rec
 
 
