@@ -15,30 +15,14 @@ from simstudy.study.design import DesignError, diff_designs, parse_design
 from simstudy.study.scoring import METHOD_VARIABLES, SCHEMA, SS_MELSM_FLAG_PIP
 from simstudy.study.store import create_or_open, open_results, read_info, write_block
 
+from test_runner import SMALL  # noqa: E402  (tests/ is on sys.path)
+
 ROOT = Path(__file__).resolve().parents[1]
 
-#: the shape of tests/test_runner.py's SMALL design, so the sampler is compiled once
-BODY = """
-seed = 3
-replicates = 2
-block_size = 2
-{methods}
-
-[mcmc]
-chains = 2
-warmup = 30
-draws = 30
-
-[generator]
-n_groups = 10
-group_size = 10
-
-[model]
-correlated = false
-
-[factors]
-share_inconsistent = [0.0, 0.3]
-"""
+#: tests/test_runner.py's SMALL design (same shape: the sampler is compiled once), with a
+#: top-level `methods` line
+BODY = SMALL.replace("block_size = 2\n", "block_size = 2\n{methods}\n", 1)
+assert "{methods}" in BODY
 
 
 def design_text(methods: str = "") -> str:

@@ -282,6 +282,18 @@ def _info(path: Path, design: Design, action: str, explanation: str = "") -> Sto
     )
 
 
+def _stored_design(path: Path, attrs: dict) -> Design:
+    """The design a store was written for, rebuilt from its stored text (raises
+    :class:`StoreError` when this version of simstudy cannot rebuild it)."""
+    try:
+        return design_from_dict(json.loads(attrs["design"]))
+    except (DesignError, KeyError, ValueError) as exc:
+        raise StoreError(
+            f"cannot rebuild the design stored in {path} with this version of simstudy ({exc}); "
+            "write new results to a new store path (--store NEW.zarr)"
+        ) from None
+
+
 # ----------------------------------------------------------------------------- API
 def read_info(path: str | Path) -> StoreInfo:
     """Open an existing store's description (its design rebuilt from the stored text)."""
@@ -291,11 +303,7 @@ def read_info(path: str | Path) -> StoreInfo:
     attrs = _read_attrs(path)
     if "design" not in attrs:
         raise StoreError(not_a_store_message(path))
-    try:
-        design = design_from_dict(json.loads(attrs["design"]))
-    except DesignError as exc:
-        raise StoreError(f"cannot rebuild the design stored in {path}: {exc}") from None
-    return _info(path, design, "opened")
+    return _info(path, _stored_design(path, attrs), "opened")
 
 
 def create_or_open(path: str | Path, design: Design | str | Path, *, schema: dict | None = None) -> StoreInfo:
@@ -325,13 +333,7 @@ def create_or_open(path: str | Path, design: Design | str | Path, *, schema: dic
         raise StoreError(not_a_store_message(path, "design_hash"))
     if attrs["design_hash"] == design.hash:
         return _info(path, design, "opened")
-    try:
-        old = design_from_dict(json.loads(attrs["design"]))
-    except DesignError as exc:
-        raise StoreError(
-            f"the results store {path} was written for a design that cannot be rebuilt with this version of "
-            f"simstudy ({exc}); write the new results to a new store path (--store NEW.zarr)"
-        ) from None
+    old = _stored_design(path, attrs)
     diff = diff_designs(old, design)
     if diff.kind == "same":  # the hash changed but nothing that matters did
         return _info(path, design, "opened")
@@ -359,10 +361,7 @@ def open_existing(path: str | Path, design: Design) -> StoreInfo:
         raise StoreError(not_a_store_message(path, "design_hash"))
     if attrs["design_hash"] == design.hash:
         return _info(path, design, "opened")
-    try:
-        old = design_from_dict(json.loads(attrs["design"]))
-    except (DesignError, KeyError, ValueError) as exc:
-        raise StoreError(f"cannot rebuild the design stored in {path}: {exc}") from None
+    old = _stored_design(path, attrs)
     diff = diff_designs(old, design)
     if diff.kind == "same":
         return _info(path, design, "opened")
