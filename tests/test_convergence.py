@@ -152,3 +152,22 @@ def test_fit_command_advice_names_the_parameter_and_settings(short_fits):
     assert v.worst_param and v.worst_param in text
     assert "after 0 extension(s) (150 draws per chain)" in text
     assert "--draws 300" in text or "target_accept" in text
+
+
+def test_divergent_fit_is_rerun_with_smaller_steps(short_fits):
+    """A fit with divergent transitions is not extended (more draws cannot undo them): it is
+    rerun once from the start with the same seed at target_accept 0.99, counted as an extension,
+    with the very draws a direct fit at 0.99 gives, whatever batch it was in."""
+    data = short_fits[0]
+    loose = dict(chains=2, warmup=50, draws=150, target_accept=0.6)
+    plain = fit(data[1], PRIORS, **loose, seed=3)
+    assert plain.divergences > 0 and plain.status == "not_converged"
+    rerun = fit(data[1], PRIORS, **loose, seed=3, max_extensions=1)
+    direct = fit(data[1], PRIORS, **{**loose, "target_accept": fitmod.RERUN_TARGET_ACCEPT}, seed=3)
+    assert rerun.reruns == 1 and rerun.extensions == 1
+    assert rerun.settings.target_accept == fitmod.RERUN_TARGET_ACCEPT
+    assert rerun.divergences == direct.divergences == 0
+    np.testing.assert_array_equal(rerun.posterior["tau"].values, direct.posterior["tau"].values)
+    batch = fit_batch([data[0], data[1]], PRIORS, **loose, seeds=[1, 3], max_extensions=1)
+    np.testing.assert_array_equal(batch[1].posterior["tau"].values, rerun.posterior["tau"].values)
+    assert batch[1].reruns == 1

@@ -32,8 +32,11 @@ class FitResult:
     sample_s: float
     seed: object = None
     extra: dict = field(default_factory=dict)
-    #: blocks of ``settings.draws`` draws added after the first because the rule failed
+    #: extensions after failing the convergence rule: blocks of ``settings.draws`` draws
+    #: added, plus a rerun at a higher target_accept where the first attempt diverged
     extensions: int = 0
+    #: 1 when the fit was rerun from the start with smaller steps (its draws are the rerun's)
+    reruns: int = 0
 
     # ------------------------------------------------------------------ views
     @property
@@ -70,7 +73,7 @@ class FitResult:
 
     @property
     def draws_used(self) -> int:
-        """Kept draws per chain (``settings.draws`` times 1 + ``extensions``)."""
+        """Kept draws per chain (``settings.draws`` times 1 + the draw-adding extensions)."""
         return int(self.posterior.sizes["draw"])
 
     @cached_property

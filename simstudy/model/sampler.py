@@ -282,9 +282,12 @@ def initial_values(data: MelsmData, structure: Structure, rng: np.random.Generat
         match = np.array(structure.loc_match)
         centre = np.where(match >= 0, init["beta"][:, np.maximum(match, 0)], 0.0)  # (chains, Q_loc)
         init["m"] = centre[:, None, :] + 0.1 * resid_sd * rng.uniform(-1, 1, (chains, J, structure.q_loc))
-        init["z_scale"] = rng.uniform(-0.5, 0.5, (chains, J, structure.k_scale))
+        if not structure.partial_scale:
+            init["z_scale"] = rng.uniform(-0.5, 0.5, (chains, J, structure.k_scale))
     else:
-        init["z"] = rng.uniform(-0.5, 0.5, (chains, J, Q))
+        init["z"] = rng.uniform(-0.5, 0.5, (chains, J, structure.q_loc if structure.partial_scale else Q))
+    if structure.partial_scale:
+        init["x_scale"] = rng.uniform(-0.5, 0.5, (chains, J, structure.k_scale))
     if structure.beta_pi:
         p = rng.uniform(0.1, 0.5, chains)
         init["pi"] = np.log(p) - np.log1p(-p)  # unconstrained: logit(pi)
@@ -301,11 +304,12 @@ def _seed_sequence(seed) -> np.random.SeedSequence:
 
 # ----------------------------------------------------------------------------- API
 def batch_key(data: MelsmData, priors: Priors | None = None, *, centered_location: bool | None = None,
-              sufficient: bool | None = None) -> tuple:
+              sufficient: bool | None = None, partial_scale: bool | None = None) -> tuple:
     """Datasets with equal keys can share one :func:`fit_batch` call (and compiled program):
     the model structure and the shapes of the arrays the model reads. On the
     sufficient-statistics path the group sizes do not matter, only J and the design widths."""
-    structure = structure_for(data, priors or Priors(), sufficient=sufficient, centered_location=centered_location)
+    structure = structure_for(data, priors or Priors(), sufficient=sufficient, centered_location=centered_location,
+                              partial_scale=partial_scale)
     return structure, _signature(model_arrays(data, structure))
 
 
@@ -325,6 +329,7 @@ def fit_batch(
     progress=None,
     pip_diagnostics: bool = True,
     max_extensions: int = 0,
+    partial_scale: bool | None = None,
 ) -> list[FitResult]:
     """Fit many same-shaped datasets in one compiled, vmapped call (datasets x chains).
 
@@ -357,7 +362,8 @@ def fit_batch(
 
     # the parameterisation follows dataset 0 (pass centered_location to fix it independently of
     # the batch); everything else structural must agree
-    structure = structure_for(datasets[0], priors_list[0], sufficient=sufficient, centered_location=centered_location)
+    structure = structure_for(datasets[0], priors_list[0], sufficient=sufficient, centered_location=centered_location,
+                              partial_scale=partial_scale)
     arrays = [model_arrays(d, structure) for d in datasets]
     signature = _signature(arrays[0])
     for i, (d, p, a) in enumerate(zip(datasets, priors_list, arrays)):
@@ -367,7 +373,8 @@ def fit_batch(
                 "fit_batch needs same-shaped datasets (group them with batch_key first; with group-level "
                 "scale predictors only J and the design widths matter, not the group sizes)"
             )
-        if structure_for(d, p, sufficient=structure.sufficient, centered_location=structure.centered_location) != structure:
+        if structure_for(d, p, sufficient=structure.sufficient, centered_location=structure.centered_location,
+                         partial_scale=structure.partial_scale) != structure:
             raise ValueError(f"dataset {i}: priors/data give a different model structure than dataset 0")
 
     keys, inits = [], []
@@ -418,16 +425,30 @@ class _Chains:
     hyper: object
 
 
+#: target_accept of the rerun of a fit with divergent transitions (see :func:`extend_fit`)
+RERUN_TARGET_ACCEPT = 0.99
+
+
 def extend_fit(res: FitResult, chains: _Chains, max_extensions: int, *, pip_diagnostics: bool = True,
                progress=None) -> FitResult:
-    """Extend a fit that fails the convergence rule: continue each chain from its final NUTS
-    state for ``settings.draws`` more draws (one compiled program per shape, whatever the
-    extension), append them, judge again; at most ``max_extensions`` times. The draws depend
-    only on this fit's own states, so they do not depend on the batch it was fitted in.
-    A fit with divergent transitions is not extended: more draws cannot undo them."""
+    """Extend a fit that fails the convergence rule, at most ``max_extensions`` times:
+
+    - without divergences, continue each chain from its final NUTS state for
+      ``settings.draws`` more draws (one compiled program per shape, whatever the extension),
+      append them, judge again;
+    - with divergent transitions (more draws cannot undo them), rerun the fit once from the
+      start, same seed, with smaller steps (``target_accept`` raised to
+      :data:`RERUN_TARGET_ACCEPT`); the rerun counts as one extension, keeps only its own
+      draws (``res.reruns`` is 1) and may itself be extended with what is left.
+
+    The draws depend only on this fit's own seed and states, never on the batch it was in."""
     structure, settings = res.structure, res.settings
     n, sample_s, compile_s = 0, res.sample_s, res.compile_s
-    while n < max_extensions and not res.converged and res.divergences == 0:
+    while n < max_extensions and not res.converged:
+        if res.divergences:
+            if res.reruns or settings.target_accept >= RERUN_TARGET_ACCEPT:
+                break
+            return _rerun_with_smaller_steps(res, max_extensions - n - 1, pip_diagnostics, progress)
         args = (chains.states, chains.inits, chains.arrays, chains.hyper, np.bool_(progress is not None))
         compiled, seconds = compiled_continuation(structure, settings, args)
         compile_s += seconds
@@ -444,6 +465,23 @@ def extend_fit(res: FitResult, chains: _Chains, max_extensions: int, *, pip_diag
             sample_s=[sample_s], seeds=[res.seed], pip_diagnostics=pip_diagnostics, extensions=[n],
         )[0]
     return res
+
+
+def _rerun_with_smaller_steps(res: FitResult, extensions_left: int, pip_diagnostics: bool, progress) -> FitResult:
+    """The fit of ``res`` again from the start at ``target_accept`` :data:`RERUN_TARGET_ACCEPT`
+    (same seed, structure and other settings); its time includes the first attempt's."""
+    st, se = res.structure, res.settings
+    again = fit_batch(
+        [res.data], res.priors, chains=se.chains, warmup=se.warmup, draws=se.draws,
+        target_accept=RERUN_TARGET_ACCEPT, max_tree_depth=se.max_tree_depth, seeds=[res.seed],
+        centered_location=st.centered_location, sufficient=st.sufficient, partial_scale=st.partial_scale,
+        progress=progress, pip_diagnostics=pip_diagnostics, max_extensions=extensions_left,
+    )[0]
+    again.extensions += 1
+    again.reruns = 1
+    again.sample_s += res.sample_s
+    again.compile_s += res.compile_s
+    return again
 
 
 def _execute(compiled, args, progress, total, phase: str = "sampling"):

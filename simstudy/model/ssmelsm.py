@@ -48,6 +48,7 @@ from numpyro.distributions import constraints
 
 from .data import MelsmData
 from .priors import Priors
+from .reparam import scale_centring_weights
 
 jax.config.update("jax_enable_x64", True)
 
@@ -68,6 +69,10 @@ class Structure:
     loc_match: tuple[int, ...] = ()
     #: pi ~ Beta(a, b) is sampled (a and b are runtime values); False: pi is a runtime constant
     beta_pi: bool = False
+    #: scale effects centred in the groups whose data pin them down, non-centred elsewhere
+    #: (chosen from the data, :mod:`simstudy.model.reparam`; one scale random effect);
+    #: False: non-centred in every group
+    partial_scale: bool = False
 
     @property
     def n_random(self) -> int:
@@ -84,7 +89,7 @@ def indicator_combos(k: int) -> np.ndarray:
 
 
 def structure_for(data: MelsmData, priors: Priors, *, sufficient: bool | None = None,
-                  centered_location: bool | None = None) -> Structure:
+                  centered_location: bool | None = None, partial_scale: bool | None = None) -> Structure:
     """Pick the likelihood path and parameterisation for ``data``.
 
     The location effects are centred when groups are large enough for the data to dominate
@@ -99,9 +104,15 @@ def structure_for(data: MelsmData, priors: Priors, *, sufficient: bool | None = 
     if centered_location is None:
         centered_location = bool(np.median(data.group_sizes) >= 10)
     correlated = priors.correlated and (d["Q_loc"] + d["K"]) > 1
+    if partial_scale is None:
+        # only where some group gets centred: with none, the plain non-centred program is the
+        # same parameterisation at a lower cost per gradient
+        partial_scale = d["K"] == 1 and bool(np.any(scale_centring_weights(data) >= 0.5))
+    if partial_scale and d["K"] != 1:
+        raise ValueError("partial_scale needs exactly one scale random effect")
     loc_match = tuple(_matching_column(data.Z_loc[:, q], data.X) for q in range(d["Q_loc"]))
     return Structure(data.n_groups, d["Q_loc"], d["K"], correlated, bool(sufficient), bool(centered_location), loc_match,
-                     beta_pi=priors.pi_is_beta)
+                     beta_pi=priors.pi_is_beta, partial_scale=bool(partial_scale))
 
 
 def _matching_column(z: np.ndarray, X: np.ndarray) -> int:
@@ -122,6 +133,9 @@ def model_arrays(data: MelsmData, structure: Structure, layout: str = "factored"
         "W_mean": s.W_mean,
         "Z_scale_mean": s.Z_scale_mean,
     }
+    if structure.partial_scale:
+        centred = scale_centring_weights(data) >= 0.5
+        arrays.update(scale_centred=centred.astype(np.float64), n_centred=np.float64(centred.sum()))
     if structure.sufficient:
         arrays.update(n=s.n, yy=s.yy, Ay=s.Ay, AA=s.AA)
     elif layout == "flat":
@@ -238,6 +252,12 @@ def ssmelsm(arrays, hyper, structure: Structure):
             z_loc = jax.scipy.linalg.solve_triangular(L_ll, (u / tau[:Ql]).T, lower=True).T  # (J, Ql)
         log_det = jnp.sum(jnp.log(tau[:Ql])) + jnp.sum(jnp.log(jnp.diagonal(L_ll)))
         numpyro.factor("m_prior", jnp.sum(-0.5 * z_loc**2) - J * (log_det + 0.5 * Ql * LOG_2PI))
+    elif structure.partial_scale:
+        z_loc = numpyro.sample("z", dist.Normal(0.0, 1.0).expand([J, Ql]).to_event(2))
+        u = (z_loc @ L[:Ql, :Ql].T) * tau[:Ql]
+    if structure.partial_scale:
+        t = _partially_centred_scale(arrays["scale_centred"], arrays["n_centred"], z_loc, tau[Ql:], L[Ql:, :Ql], L[Ql:, Ql:])
+    elif structure.centered_location:
         z_scale = numpyro.sample("z_scale", dist.Normal(0.0, 1.0).expand([J, K]).to_event(2))
         t = tau[Ql:] * (z_loc @ L[Ql:, :Ql].T + z_scale @ L[Ql:, Ql:].T)
     else:
@@ -263,6 +283,21 @@ def ssmelsm(arrays, hyper, structure: Structure):
     numpyro.deterministic("group_mean", arrays["X_mean"] @ beta + jnp.sum(arrays["Z_loc_mean"] * u, axis=1))
     ls_group = (arrays["W_mean"] @ eta)[:, None] + (arrays["Z_scale_mean"] * t) @ combos.T
     numpyro.deterministic("group_sd", jnp.sum(combo_prob * jnp.exp(ls_group), axis=1))
+
+
+def _partially_centred_scale(centred, n_centred, z_loc, tau_t, L_tl, L_tt):
+    r"""Scale effects ``t`` (J, 1) from the site ``x_scale``, each group centred or non-centred
+    as :mod:`simstudy.model.reparam` chose from its data (``centred`` is 1.0 or 0.0 per group).
+    With ``t_j | u_j ~ N(m_j, s^2)``, ``m_j = tau_t L_tl z_loc_j``, ``s = tau_t L_tt``:
+    centred ``t_j = x_j ~ N(m_j, s^2)``, non-centred ``t_j = m_j + s x_j``, ``x_j ~ N(0, 1)``.
+    No per-group transcendental: the extra cost over non-centred is a select and ``log s``."""
+    J = centred.shape[0]
+    m = tau_t * (z_loc @ L_tl.T)  # (J, 1)
+    s = tau_t * jnp.diagonal(L_tt)  # (1,)
+    x = numpyro.sample("x_scale", dist.ImproperUniform(constraints.real, (), (J, 1)))
+    z = jnp.where(centred[:, None] > 0.5, (x - m) / s, x)  # = (t - m) / s
+    numpyro.factor("x_scale_prior", -0.5 * jnp.sum(z**2) - n_centred * jnp.log(s[0]) - 0.5 * J * LOG_2PI)
+    return m + s * z
 
 
 def combo_log_prior(pi, combos):

@@ -243,7 +243,7 @@ def convergence_advice(fit) -> str:
     v = fit.verdict
     return (f"warning: not converged after {fit.extensions} extension(s) ({fit.draws_used} draws per chain): "
             f"{v.reason}. The slowest parameter is {v.worst_param}; try "
-            f"{suggest_settings(v, fit.settings, fit.extensions)}.")
+            f"{suggest_settings(v, fit.settings, fit.extensions - fit.reruns)}.")
 
 
 def print_compare(table: pd.DataFrame, console=None, title: str = "PSIS-LOO model comparison") -> None:

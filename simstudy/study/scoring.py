@@ -85,7 +85,8 @@ SCHEMA: dict[str, dict] = {
     "ess_worst": _v(_F, "smallest bulk or tail ESS (all chains) over the hyperparameters judged by the rule", "1"),
     "worst_param": _v(_F, "the hyperparameter furthest past the convergence rule's limits", "", PARAM_DTYPE),
     "draws_used": _v(_F, "kept draws per chain, extensions included", "1"),
-    "extensions": _v(_F, "extensions by another `draws` draws per chain after failing the convergence rule", "1"),
+    "extensions": _v(_F, "extensions after failing the convergence rule (another `draws` draws per chain, or a rerun)", "1"),
+    "reruns": _v(_F, "1 if the fit diverged and was rerun from the start at target_accept 0.99", "1"),
     "tree_depth_mean": _v(_F, "mean NUTS tree depth over the kept draws", "1"),
     "sample_s": _v(_F, "sampling wall time of the fit (its share of the batched call)", "s"),
     "compile_s": _v(_F, "compile time of the batched call the fit was part of (0 when cached in-process)", "s"),
@@ -303,6 +304,7 @@ def score_fit(fit: "FitResult", truth: "Truth", n_groups_max: int, n_methods: in
     rec["worst_param"] = np.asarray(verdict.worst_param[:64], dtype=PARAM_DTYPE)
     rec["draws_used"] = scalar(fit.draws_used)
     rec["extensions"] = scalar(fit.extensions)
+    rec["reruns"] = scalar(fit.reruns)
     stats = fit.sample_stats
     rec["tree_depth_mean"] = scalar(float(np.mean(stats["tree_depth"].values)) if "tree_depth" in stats else math.nan)
     rec["sample_s"] = scalar(fit.sample_s)
