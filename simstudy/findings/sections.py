@@ -116,17 +116,21 @@ def section_hyper(sens: Study | None, mult: Study | None, cal: Study | None, fig
         s = sens.summary
         g = grouped(s, ["pi"], HYPER)
         lo, hi = g.iloc[0], g.iloc[-1]
-        word = compare_word(*vals(hi, "fwer"), *vals(lo, "fwer"), "rises", "falls", "stays within Monte Carlo error")
+        word = compare_word(*vals(hi, "fwer"), *vals(lo, "fwer"), "higher", "lower", "no different beyond Monte Carlo error")
         best_ece = extreme(g, "ece", largest=False)
+        ece_txt = "n/a" if best_ece is None else f"π = {best_ece['pi']:g} (ECE {v(best_ece, 'ece')})"
         answer.append(
-            f"With pi fixed, P(≥1 false flag) {word} from {v(lo, 'fwer')} at π = {lo['pi']:g} to {v(hi, 'fwer')} at "
-            f"π = {hi['pi']:g} while TPR goes from {v(lo, 'tpr')} to {v(hi, 'tpr')}, and PIPs are best calibrated at "
-            f"π = {best_ece['pi']:g} (ECE {v(best_ece, 'ece')}; averages over the other factors).")
+            f"With π fixed, P(≥1 false flag) is {v(hi, 'fwer')} at π = {hi['pi']:g} against {v(lo, 'fwer')} at "
+            f"π = {lo['pi']:g} ({word}), TPR {v(hi, 'tpr')} against {v(lo, 'tpr')}, and PIPs are best calibrated at "
+            f"{ece_txt} (means over the other factors).")
         gs = grouped(s, ["scale_sd"], ["tpr", "fpr"])
         tmax, tmin = extreme(gs, "tpr"), extreme(gs, "tpr", largest=False)
-        beyond = "beyond" if differs(*vals(tmax, "tpr"), *vals(tmin, "tpr")) else "within"
-        prior_txt = (f"the scale-SD prior moves TPR between {v(tmin, 'tpr')} ({tmin['scale_sd']}) and "
-                     f"{v(tmax, 'tpr')} ({tmax['scale_sd']}), {beyond} Monte Carlo error")
+        if tmax is None or len(gs) < 2:
+            prior_txt = None
+        else:
+            beyond = "beyond" if differs(*vals(tmax, "tpr"), *vals(tmin, "tpr")) else "within"
+            prior_txt = (f"across scale-SD priors TPR ranges from {v(tmin, 'tpr')} ({tmin['scale_sd']}) to "
+                         f"{v(tmax, 'tpr')} ({tmax['scale_sd']}), a spread {beyond} Monte Carlo error")
     else:
         prior_txt = None
     beta_txt = None
@@ -263,7 +267,7 @@ def section_classical(p1: Study | None, figs: Figures) -> list[str]:
     if null.any():
         rows = []
         for m in methods:
-            mean, se, k = group_mean(sm.sel(method=m), "fwer", null)
+            mean, se, k = group_mean(sm.isel(method=methods.index(m)), "fwer", null)
             rows.append({"method": METHOD_LABELS.get(m, m), "P(≥1 false flag)": pm(mean, se),
                          "published range": pub.get(m, {}).get("null_fwer", "–"), "cells": k,
                          "data sets": int(np.asarray(p1.summary["n_used"].values)[null].sum())})
@@ -285,9 +289,13 @@ def section_small(p2: Study | None, figs: Figures) -> list[str]:
     g = grouped(s, ["group_size"], SMALL)
     small, large = g.iloc[0], g.iloc[-1]
     w = compare_word(*vals(small, "tpr"), *vals(large, "tpr"), "higher than", "lower than", "within Monte Carlo error of")
-    answer = [f"With ragged groups of mean size n = {small['group_size']:g} the SS-MELSM's TPR is {v(small, 'tpr')}, "
-              f"{w} the {v(large, 'tpr')} at n = {large['group_size']:g}, with FPR {v(small, 'fpr')} against "
-              f"{v(large, 'fpr')} (means over J and share)."]
+    if len(g) > 1:
+        answer = [f"With ragged groups of mean size n = {small['group_size']:g} the SS-MELSM's TPR is {v(small, 'tpr')}, "
+                  f"{w} the {v(large, 'tpr')} at n = {large['group_size']:g}, with FPR {v(small, 'fpr')} against "
+                  f"{v(large, 'fpr')} (means over J and share)."]
+    else:
+        answer = [f"With ragged groups of mean size n = {small['group_size']:g} the SS-MELSM's TPR is {v(small, 'tpr')} "
+                  f"and its FPR {v(small, 'fpr')} (means over J and share)."]
     null = [x for x in factor_levels(s, "share_inconsistent") if x == 0]
     gn = grouped(s, ["n_groups", "group_size"], ["fwer"], where={"share_inconsistent": null} if null else None)
     hi, lo = extreme(gn, "fwer"), extreme(gn, "fwer", largest=False)
@@ -321,15 +329,17 @@ def section_longitudinal(lo: Study | None, figs: Figures) -> list[str]:
     T = Ts[-1]
     g = grouped(s, ["group_size", "phi"], LONG, where=grid)
     r0, r1 = row_at(g, group_size=T, phi=phis[0]), row_at(g, group_size=T, phi=phis[-1])
-    w = compare_word(*vals(r1, "fpr"), *vals(r0, "fpr"), "raises", "lowers", "leaves (within Monte Carlo error)")
-    answer = [f"At T = {T:g} occasions, AR(1) residuals with φ = {phis[-1]:g} {w} the FPR: {v(r1, 'fpr')} against "
-              f"{v(r0, 'fpr')} with φ = {phis[0]:g} ({ratio_text(vals(r1, 'fpr')[0], vals(r0, 'fpr')[0])}), and "
+    w = compare_word(*vals(r1, "fpr"), *vals(r0, "fpr"), "higher, beyond Monte Carlo error",
+                     "lower, beyond Monte Carlo error", "no different beyond Monte Carlo error")
+    answer = [f"At T = {T:g} occasions, with AR(1) residuals of φ = {phis[-1]:g} the FPR is {v(r1, 'fpr')} against "
+              f"{v(r0, 'fpr')} with φ = {phis[0]:g} ({ratio_text(vals(r1, 'fpr')[0], vals(r0, 'fpr')[0])}, {w}), and "
               f"P(≥1 false flag) is {v(r1, 'fwer')} against {v(r0, 'fwer')}."]
     a, b = row_at(g, group_size=Ts[0], phi=phis[-1]), row_at(g, group_size=Ts[-1], phi=phis[-1])
-    w2 = compare_word(*vals(b, "fpr"), *vals(a, "fpr"), "raise", "lower", "do not change (beyond Monte Carlo error)")
+    w2 = compare_word(*vals(b, "fpr"), *vals(a, "fpr"), "raise", "lower", "do not change beyond Monte Carlo error")
     c, d = row_at(g, group_size=Ts[0], phi=phis[0]), row_at(g, group_size=Ts[-1], phi=phis[0])
     answer.append(f"With φ = {phis[-1]:g}, more occasions {w2} the FPR ({v(a, 'fpr')} at T = {Ts[0]:g}, {v(b, 'fpr')} "
-                  f"at T = {Ts[-1]:g}), while with independent residuals TPR goes from {v(c, 'tpr')} to {v(d, 'tpr')}.")
+                  f"at T = {Ts[-1]:g}), while with independent residuals TPR is {v(c, 'tpr')} at T = {Ts[0]:g} and "
+                  f"{v(d, 'tpr')} at T = {Ts[-1]:g}.")
     out += ["**Answer.** " + " ".join(answer), ""]
     by = _varying(s, ["n_groups"]) + ["group_size", "phi", "share_inconsistent"]
     by = [f for f in by if len(factor_levels(s, f)) > 1 or f in ("group_size", "phi")]
@@ -368,7 +378,7 @@ def section_cost(studies: dict[str, Study | None], cost: pd.DataFrame, plan_line
             f"{full_core_s / 3600 / 40:.1f} h on 40 (cells not run here may cost more or less per fit). {TIMING}", ""]
     rows = []
     for r in per.itertuples():
-        wall = f"{r.measured_wall_s / 60:.1f} min on {r.workers} workers" if np.isfinite(r.measured_wall_s) else "–"
+        wall = f"{r.measured_wall_s / 60:.1f} min on {r.workers} worker{'s' if r.workers != 1 else ''}" if np.isfinite(r.measured_wall_s) else "–"
         rows.append(f"| {r.study} | {r.fits} | {r.s_per_fit:.2f} | {60 / r.s_per_fit:.1f} | {r.core_s / 3600:.3f} | "
                     f"{wall} | {r.full_fits} | {r.s_per_fit * r.full_fits / 3600:.1f} | {TIMING}")
     out += ["Core-seconds = sampling seconds of every fit + each block's compile seconds + the comparators' seconds "

@@ -49,14 +49,16 @@ class Subset:
     overrides: dict[str, Any] = field(default_factory=dict)
 
 
-_SMOKE_MCMC = {"chains": 2, "warmup": 150, "draws": 150, "max_extensions": 0}
+_SMOKE_MCMC = {"chains": 2, "warmup": 150, "draws": 150, "max_extensions": 0, "target_accept": 0.8}
 _SMOKE_TOP = {"replicates": 2, "block_size": 2}
 _SMOKE_XS = {"n_groups": 10, "group_size": 8}  # one compiled shape for every cross-sectional smoke study
 
 
 def _smoke(study: str, levels: dict, generator: dict | None = None, extras: bool = False) -> Subset:
+    """Tiny settings; every cross-sectional smoke study has one compiled shape (J = 10, n = 8,
+    independent effects, the same MCMC), the longitudinal one its own."""
     return Subset(study, None, levels, extras,
-                  {**_SMOKE_TOP, "mcmc": _SMOKE_MCMC, "generator": generator or {}})
+                  {**_SMOKE_TOP, "mcmc": _SMOKE_MCMC, "generator": generator or {}, "model": {"correlated": False}})
 
 
 #: The three configurations. ``default`` is the ~2 h run on 2 cores (sizes: FINDINGS.md and
@@ -71,7 +73,7 @@ SUBSETS: dict[str, dict[str, Subset]] = {
         "sensitivity": _smoke("sensitivity", {"pi": (0.1, 0.5), "scale_sd": ("half_t(3, 1)",),
                                               "n_groups": (10,), "group_size": (8,)}),
         "paper_study1": _smoke("paper_study1", {"n_groups": (10,), "group_size": (8,),
-                                                "share_inconsistent": (0.0, 0.1), "slab_sd": (0.901,)}),
+                                                "share_inconsistent": (0.0, 0.1), "slab_sd": (0.312,)}),
     },
     "default": {
         # all 4 cells (prior-matched and fixed-share data x pi 0.5 / beta(1, 1))
@@ -85,8 +87,8 @@ SUBSETS: dict[str, dict[str, Subset]] = {
         # every pi x scale-SD prior x J x n cell (80), 10 of 50 replicates
         "sensitivity": Subset("sensitivity", 10),
         # J 50, 150 x n 50, 150 x share 0, 0.05, 0.25 x slab SD 0.312, 0.901 (null once) = 20 cells,
-        # 20 of 100 replicates
-        "paper_study1": Subset("paper_study1", 20, {"n_groups": (50, 150), "group_size": (50, 150),
+        # 10 of 100 replicates
+        "paper_study1": Subset("paper_study1", 10, {"n_groups": (50, 150), "group_size": (50, 150),
                                                     "share_inconsistent": (0.0, 0.05, 0.25),
                                                     "slab_sd": (0.312, 0.901)}),
     },
