@@ -16,23 +16,28 @@ shipped cell ids and seeds (the same data sets) and ``--config full`` (or ``sims
 designs/X.toml --store results/X.zarr``) extends the same stores: replicates are multiples of the
 block size (10), so no block is run twice.
 
-| study | cells run (of the design's) | replicates | fits | est. s/fit | est. core-min |
+| study | cells run (of the shipped design's) | replicates | fits | s/fit (measured) | est. core-min |
 |---|---|---|---|---|---|
-| calibration | all 4: data prior-matched / fixed 10 % x pi 0.5 / beta(1, 1) | 30 (of 30) | 120 | 1.0 | 2 |
-| multiplicity | all 18: J 50, 150, 300 x share 0, 0.05, 0.25 x pi 0.5 / beta(1, 1) | 30 (of 30) | 540 | 2.7 | 24 |
-| paper_study2 | all 8: J 25, 50 x mean n 10, 30 x share 0, 0.1 | 20 (of 100) | 160 | 1.2 | 3 |
-| longitudinal | J = 50: T 10, 30, 60 x phi 0, 0.3, 0.6 x share 0, 0.1 + the dropout cell (19 of 37) | 10 (of 50) | 190 | 9.5 | 30 |
-| sensitivity | all 80: pi 0.1-0.75 x 5 scale-SD priors x J 50, 150 x n 25, 75 | 10 (of 50) | 800 | 6.0 | 80 |
-| paper_study1 | J 50, 150 x n 50, 150 x share 0, 0.05, 0.25 x slab SD 0.312, 0.901 (20 of 117) | 20 (of 100) | 400 | 7.0 | 47 |
+| calibration | all 4: prior-matched / fixed 10 % data x pi 0.5, beta(1, 1) | 30 of 30 | 120 | 2.0 | 4 |
+| multiplicity | all 18: J 50, 150, 300 x share 0, 0.05, 0.25 x pi 0.5, beta(1, 1) | 30 of 30 | 540 | 2.6 | 23 |
+| paper_study2 | all 8: J 25, 50 x mean n 10, 30 x share 0, 0.1 | 20 of 100 | 160 | 1.2 | 3 |
+| longitudinal | 19 of 37: J = 50 only (T 10, 30, 60 x phi 0, 0.3, 0.6 x share 0, 0.1, + the dropout cell) | 10 of 50 | 190 | 9.8 | 31 |
+| sensitivity | all 80: pi 0.1, 0.25, 0.5, 0.75 x 5 scale-SD priors x J 50, 150 x n 25, 75 | 10 of 50 | 800 | 6.0 | 80 |
+| paper_study1 | 20 of 117: J 50, 150 x n 50, 150 x share 0.05, 0.25 x slab SD 0.312, 0.901, + share 0 | 10 of 100 | 200 | 10.7 | 36 |
+| total | 149 cells | | 2010 | | 177 |
 
-Estimates: seconds per fit measured on single cells of each shape on the shared 2-core
-development machine (2026-12-01, load average 4-7, one in-process worker; 4 chains x (1000 + 1000)
-draws where the design says so): sensitivity J = 50, n = 25: 1.9 s, J = 150, n = 75: 10.0 s;
-paper_study1 J = 50, n = 50: 3.7 s; paper_study2 J = 25, n = 10: 0.9 s, J = 50, n = 30: 1.4 s;
-longitudinal J = 50, T = 10: 7.3 s, T = 30: 10.1 s; plus ~27-30 s compilation per shape and
-worker. Total ~186 core-minutes of sampling + compilation and extensions, i.e. about 2 h of wall
-time on 2 workers (two workers on 2 cores run each fit ~20 % slower than one alone). FINDINGS.md's
-Cost section reports what the run actually took.
+s/fit: sampling seconds per fit measured on single cells of each study's shapes before the run, on
+the shared 2-core development machine (2026-12-01, load average 4-7 from other work, one worker;
+each design's own MCMC settings): sensitivity J = 50, n = 25: 1.9 s, J = 150, n = 75: 10.0 s;
+paper_study1 J = 50, n = 50: 3.7 s, J = 150, n = 75: 17.6 s; paper_study2 J = 25, n = 10: 0.9 s,
+J = 50, n = 30: 1.4 s; longitudinal J = 50, T = 10: 7.3 s, T = 30: 10.1 s; multiplicity J = 150:
+2.3 s (2 x (400 + 400), one extension each); calibration J = 50: 2.0 s; averaged over each subset's
+shapes (J = 300 and T = 60 extrapolated linearly). On top: compilation, ~30 s per shape and worker
+(60-110 s where the extension program compiles too; ~19 shapes x 2 workers ~ 25 core-min) and
+extensions of unconverged fits (~10 %). Total ~220 core-minutes: ~1.8 h on 2 workers, ~2.1 h with
+the ~18 % two-workers-on-2-cores slowdown (README, bench_grid). FINDINGS.md's Cost section reports
+what the run actually took (core-seconds from the stores' sample_s / compile_s / method_s, wall time
+from results/findings_runs.json).
 """
 
 from __future__ import annotations

@@ -20,8 +20,8 @@ from ..evaluate.report import md_table
 from ..study.design import load_design
 from ..study.store import read_info
 from .run import read_runs, store_path
-from .sections import Figures, Study, section_classical, section_cost, section_hyper, section_longitudinal, section_small
-from .subsets import STUDIES
+from .sections import NAMES, Figures, Study, section_classical, section_cost, section_hyper, section_longitudinal, section_small
+from .subsets import EST_S_PER_FIT, STUDIES
 from .tables import TIMING, core_seconds, group_mean, pm
 
 _KEEP_METHODS = ("pip", "delta_true", "t_true", "status", "done", "flag", "score", "method_s")
@@ -94,24 +94,48 @@ def plan_lines(studies: dict[str, Study | None], cost: pd.DataFrame, workers: in
     return out
 
 
-def _header(studies: dict[str, Study | None], full_cells: dict[str, int]) -> list[str]:
+def levels_run(design, full) -> str:
+    """The factors ``design`` keeps fewer levels of than ``full``: ``"J: 50, 150 of 50, 150, 300; ..."``
+    (``"all"`` when none)."""
+    parts = []
+    for name, levels in full.factors.items():
+        kept = design.factors.get(name, ())
+        if len(kept) < len(levels):
+            fmt = lambda xs: ", ".join(f"{x:g}" if isinstance(x, float) else str(x) for x in xs)  # noqa: E731
+            parts.append(f"{NAMES.get(name, name)}: {fmt(kept)} of {fmt(levels)}")
+    extras = len(full.extra) - len(design.extra)
+    if extras > 0:
+        parts.append(f"{extras} of {len(full.extra)} extra cells left out")
+    return "; ".join(parts) or "all"
+
+
+def _header(studies: dict[str, Study | None], full: dict) -> list[str]:
     rows = []
     for name in STUDIES:
-        st = studies.get(name)
+        st, fd = studies.get(name), full.get(name)
+        row = {"study": name, "design": f"designs/{name}.toml"}
         if st is None:
-            rows.append({"study": name, "design": f"designs/{name}.toml", "cells": "not run", "replicates per cell": "–"})
+            rows.append({**row, "cells": "not run", "levels run": "–", "replicates per cell": "–",
+                         "est. core-min": "–"})
             continue
         done = np.asarray(st.ds["done"].values, bool)
         reps = sorted(set(done.sum(1).tolist()))
-        rows.append({"study": name, "design": f"designs/{name}.toml", "cells": f"{done.shape[0]} of {full_cells.get(name, '?')}",
-                     "replicates per cell": f"{reps[0]}–{reps[-1]}" if len(reps) > 1 else str(reps[0])})
+        est = EST_S_PER_FIT.get(name, float("nan")) * st.design.n_fits / 60
+        rows.append({**row, "cells": f"{done.shape[0]} of {fd.n_cells if fd else '?'}",
+                     "levels run": levels_run(st.design, fd) if fd else "?",
+                     "replicates per cell": f"{reps[0]}–{reps[-1]}" if len(reps) > 1 else str(reps[0]),
+                     "est. core-min": f"{est:.0f}"})
     return ["# Findings", "",
             "<!-- written by `python analysis/findings.py` from the stores in results/; do not edit by hand -->", "",
             "What the shipped studies say about the SS-MELSM, computed from the results stores by `simstudy.evaluate`: "
             "every value is ± its Monte Carlo SE, with the cells and fits it rests on. Flags at PIP ≥ 0.75; equal-weight "
             "means over cells, MCSE sqrt(Σ mcse²)/k. Same seeds, same numbers: only lines ending in a timing mark "
-            "(wall-clock measurements) change when the studies are rerun. Which cells were run (same cell ids and seeds "
-            "as the shipped designs, so a full run extends these stores) is in `analysis/findings.py`.", "",
+            "(wall-clock measurements) change when the studies are rerun.", "",
+            "Which cells were run: each store holds a subset of its shipped design with the same cell ids and seeds "
+            "(the same data sets), so running the full design on the store only adds cells and replicates "
+            "(`python analysis/findings.py --config full`). The estimate is sampling time at the seconds per fit "
+            "measured on single cells before the run (`simstudy.findings.subsets.EST_S_PER_FIT`); section 5 has "
+            "what the run took.", "",
             md_table(pd.DataFrame(rows)), ""]
 
 
@@ -124,10 +148,10 @@ def write_findings(results: str | Path, out: str | Path, figures: str | Path | N
     link = os.path.relpath(figures, out.parent).replace(os.sep, "/")
     figs = Figures(figures, link)
     studies = {name: load_study(results, name) for name in STUDIES}
-    full_cells = {name: load_design(p, max_cells=None, max_tasks=None).n_cells for name in STUDIES
-                  if (p := Path(designs_dir) / f"{name}.toml").exists()}
+    full = {name: load_design(p, max_cells=None, max_tasks=None) for name in STUDIES
+            if (p := Path(designs_dir) / f"{name}.toml").exists()}
     cost = cost_frame(studies, results, designs_dir)
-    lines = _header(studies, full_cells)
+    lines = _header(studies, full)
     lines += section_hyper(studies["sensitivity"], studies["multiplicity"], studies["calibration"], figs)
     lines += section_classical(studies["paper_study1"], figs)
     lines += section_small(studies["paper_study2"], figs)

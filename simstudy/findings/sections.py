@@ -118,11 +118,11 @@ def section_hyper(sens: Study | None, mult: Study | None, cal: Study | None, fig
         lo, hi = g.iloc[0], g.iloc[-1]
         word = compare_word(*vals(hi, "fwer"), *vals(lo, "fwer"), "higher", "lower", "no different beyond Monte Carlo error")
         best_ece = extreme(g, "ece", largest=False)
-        ece_txt = "n/a" if best_ece is None else f"π = {best_ece['pi']:g} (ECE {v(best_ece, 'ece')})"
+        ece_txt = "n/a" if best_ece is None else f"π = {best_ece['pi']:g}, ECE {v(best_ece, 'ece')}"
         answer.append(
             f"With π fixed, P(≥1 false flag) is {v(hi, 'fwer')} at π = {hi['pi']:g} against {v(lo, 'fwer')} at "
             f"π = {lo['pi']:g} ({word}), TPR {v(hi, 'tpr')} against {v(lo, 'tpr')}, and PIPs are best calibrated at "
-            f"{ece_txt} (means over the other factors).")
+            f"{ece_txt} (all means over the other factors).")
         gs = grouped(s, ["scale_sd"], ["tpr", "fpr"])
         tmax, tmin = extreme(gs, "tpr"), extreme(gs, "tpr", largest=False)
         if tmax is None or len(gs) < 2:

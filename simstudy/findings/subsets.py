@@ -96,6 +96,13 @@ SUBSETS: dict[str, dict[str, Subset]] = {
 }
 
 
+#: seconds per fit (sampling, 4 chains unless the design says 2) measured on single cells of each
+#: study's shapes on the shared 2-core development machine (2026-12-01, load average 4-7), averaged
+#: over the default subset's shapes; compilation (~30-110 s per shape and worker) comes on top
+EST_S_PER_FIT: dict[str, float] = {"calibration": 2.0, "multiplicity": 2.6, "paper_study2": 1.2, "longitudinal": 9.8,
+                                   "sensitivity": 6.0, "paper_study1": 10.7}
+
+
 class SubsetError(ValueError):
     """A subset that would not be the shipped design's cells (the message names the key and the fix)."""
 
