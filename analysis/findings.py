@@ -16,28 +16,30 @@ shipped cell ids and seeds (the same data sets) and ``--config full`` (or ``sims
 designs/X.toml --store results/X.zarr``) extends the same stores: replicates are multiples of the
 block size (10), so no block is run twice.
 
-| study | cells run (of the shipped design's) | replicates | fits | s/fit (measured) | est. core-min |
+| study | cells run (of the shipped design's) | replicates | fits | s/fit | est. core-min |
 |---|---|---|---|---|---|
 | calibration | all 4: prior-matched / fixed 10 % data x pi 0.5, beta(1, 1) | 30 of 30 | 120 | 2.0 | 4 |
-| multiplicity | all 18: J 50, 150, 300 x share 0, 0.05, 0.25 x pi 0.5, beta(1, 1) | 30 of 30 | 540 | 2.6 | 23 |
+| multiplicity | all 18: J 50, 150, 300 x share 0, 0.05, 0.25 x pi 0.5, beta(1, 1) | 30 of 30 | 540 | 2.8 | 25 |
 | paper_study2 | all 8: J 25, 50 x mean n 10, 30 x share 0, 0.1 | 20 of 100 | 160 | 1.2 | 3 |
-| longitudinal | 19 of 37: J = 50 only (T 10, 30, 60 x phi 0, 0.3, 0.6 x share 0, 0.1, + the dropout cell) | 10 of 50 | 190 | 9.8 | 31 |
-| sensitivity | all 80: pi 0.1, 0.25, 0.5, 0.75 x 5 scale-SD priors x J 50, 150 x n 25, 75 | 10 of 50 | 800 | 6.0 | 80 |
-| paper_study1 | 20 of 117: J 50, 150 x n 50, 150 x share 0.05, 0.25 x slab SD 0.312, 0.901, + share 0 | 10 of 100 | 200 | 10.7 | 36 |
-| total | 149 cells | | 2010 | | 177 |
+| longitudinal | 19 of 37: J = 50 only (T 10, 30, 60 x phi 0, 0.3, 0.6 x share 0, 0.1, + the dropout cell) | 10 of 50 | 190 | 10.9 | 35 |
+| sensitivity | all 80: pi 0.1, 0.25, 0.5, 0.75 x 5 scale-SD priors x J 50, 150 x n 25, 75 | 10 of 50 | 800 | 5.2 | 69 |
+| paper_study1 | 20 of 117: J 50, 150 x n 50, 75 x share 0.05, 0.25 x slab SD 0.312, 0.901, + share 0 | 10 of 100 | 200 | 9.9 | 33 |
+| total | 149 cells | | 2010 | | 169 |
 
-s/fit: sampling seconds per fit measured on single cells of each study's shapes before the run, on
-the shared 2-core development machine (2026-12-01, load average 4-7 from other work, one worker;
-each design's own MCMC settings): sensitivity J = 50, n = 25: 1.9 s, J = 150, n = 75: 10.0 s;
-paper_study1 J = 50, n = 50: 3.7 s, J = 150, n = 75: 17.6 s; paper_study2 J = 25, n = 10: 0.9 s,
-J = 50, n = 30: 1.4 s; longitudinal J = 50, T = 10: 7.3 s, T = 30: 10.1 s; multiplicity J = 150:
-2.3 s (2 x (400 + 400), one extension each); calibration J = 50: 2.0 s; averaged over each subset's
-shapes (J = 300 and T = 60 extrapolated linearly). On top: compilation, ~30 s per shape and worker
-(60-110 s where the extension program compiles too; ~19 shapes x 2 workers ~ 25 core-min) and
-extensions of unconverged fits (~10 %). Total ~220 core-minutes: ~1.8 h on 2 workers, ~2.1 h with
-the ~18 % two-workers-on-2-cores slowdown (README, bench_grid). FINDINGS.md's Cost section reports
-what the run actually took (core-seconds from the stores' sample_s / compile_s / method_s, wall time
-from results/findings_runs.json).
+s/fit: sampling seconds per fit (each design's own MCMC settings) measured on single cells, 2
+replicates each, one in-process worker, on the shared 2-core development machine (2026-12-01, load
+average 4-9 from other work): sensitivity J = 50, n = 25: 1.9; J = 150, n = 25: 4.0; J = 150,
+n = 75: 10.0; paper_study1 J = 50, n = 50: 3.7; J = 150, n = 75: 17.6; paper_study2 J = 25, n = 10:
+0.9; J = 50, n = 30: 1.4; longitudinal J = 50, T = 10: 7.3; T = 30: 10.1; T = 60: 15.3;
+multiplicity (2 x (400 + 400), one extension each) J = 150: 2.3; J = 300: 5.2; calibration J = 50:
+2.0. The table averages them over each subset's shapes (unmeasured shapes scaled from the measured
+ones: J = 50, n = 75 by sensitivity's n = 25 -> 75 ratio, paper_study1's J = 150, n = 50 and
+J = 50, n = 75 likewise; multiplicity J = 50 ~0.9). On top: compilation, 3-65 s per shape and
+worker (up to 110 s where the extension program compiles too; ~19 shapes x 2 workers, ~25
+core-min) and extensions of unconverged fits (~10 %, ~17 core-min). Total ~210 core-minutes:
+~1.8 h on 2 workers, ~2.1 h with the ~18 % slowdown of two workers on 2 cores (README, bench_grid);
+less on an idle machine. FINDINGS.md's Cost section reports what the run took (core-seconds from the
+stores' sample_s / compile_s / method_s, wall time from results/findings_runs.json).
 """
 
 from __future__ import annotations

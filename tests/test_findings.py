@@ -12,7 +12,7 @@ import xarray as xr
 
 import simstudy.evaluate as E
 from simstudy.findings.document import mask_timing
-from simstudy.findings.subsets import STUDIES, SUBSETS, Subset, SubsetError, designs_for, subset_design
+from simstudy.findings.subsets import STUDIES, Subset, SubsetError, designs_for, subset_design
 from simstudy.findings.tables import TIMING, core_seconds, grouped, pm
 from simstudy.findings.sections import safe_choice
 from simstudy.study.design import load_design

@@ -86,9 +86,9 @@ SUBSETS: dict[str, dict[str, Subset]] = {
         "longitudinal": Subset("longitudinal", 10, {"n_groups": (50,)}),
         # every pi x scale-SD prior x J x n cell (80), 10 of 50 replicates
         "sensitivity": Subset("sensitivity", 10),
-        # J 50, 150 x n 50, 150 x share 0, 0.05, 0.25 x slab SD 0.312, 0.901 (null once) = 20 cells,
+        # J 50, 150 x n 50, 75 x share 0, 0.05, 0.25 x slab SD 0.312, 0.901 (null once) = 20 cells,
         # 10 of 100 replicates
-        "paper_study1": Subset("paper_study1", 10, {"n_groups": (50, 150), "group_size": (50, 150),
+        "paper_study1": Subset("paper_study1", 10, {"n_groups": (50, 150), "group_size": (50, 75),
                                                     "share_inconsistent": (0.0, 0.05, 0.25),
                                                     "slab_sd": (0.312, 0.901)}),
     },
@@ -99,8 +99,8 @@ SUBSETS: dict[str, dict[str, Subset]] = {
 #: seconds per fit (sampling, 4 chains unless the design says 2) measured on single cells of each
 #: study's shapes on the shared 2-core development machine (2026-12-01, load average 4-7), averaged
 #: over the default subset's shapes; compilation (~30-110 s per shape and worker) comes on top
-EST_S_PER_FIT: dict[str, float] = {"calibration": 2.0, "multiplicity": 2.6, "paper_study2": 1.2, "longitudinal": 9.8,
-                                   "sensitivity": 6.0, "paper_study1": 10.7}
+EST_S_PER_FIT: dict[str, float] = {"calibration": 2.0, "multiplicity": 2.8, "paper_study2": 1.2, "longitudinal": 10.9,
+                                   "sensitivity": 5.2, "paper_study1": 9.9}
 
 
 class SubsetError(ValueError):
