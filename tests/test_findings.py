@@ -59,6 +59,22 @@ def test_subset_refuses_levels_the_design_lacks(root):
         subset_design(root / "designs", Subset("sensitivity", 15), "default")
 
 
+def test_default_run_leaves_a_full_store_alone(root, tmp_path):
+    """After --config full, --config default must not try to shrink the store (the runner would
+    refuse a design that drops cells): the larger store is skipped, and nothing runs."""
+    from simstudy.findings.run import holds_more, run_designs, store_path
+    from simstudy.study.store import create_or_open
+
+    full = load_design(root / "designs" / "sensitivity.toml")
+    sub = designs_for("default", root / "designs", studies=("sensitivity",))
+    path = store_path(tmp_path, "sensitivity")
+    assert holds_more(path, sub["sensitivity"]) is None  # no store yet: run
+    create_or_open(path, full)
+    assert "extends this configuration" in holds_more(path, sub["sensitivity"])
+    assert holds_more(path, full) is None  # the same design: resume it
+    assert run_designs(sub, tmp_path, "default", progress=False) == {}
+
+
 def test_safe_choice_picks_fewest_false_flags_among_the_most_powerful():
     f = pd.DataFrame({"pi": [0.1, 0.25, 0.5], "tpr": [0.50, 0.58, 0.60], "tpr_mcse": [0.01, 0.01, 0.01],
                       "fwer": [0.05, 0.20, 0.60], "fwer_mcse": [0.02, 0.02, 0.02]})

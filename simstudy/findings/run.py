@@ -29,16 +29,37 @@ def read_runs(results: str | Path) -> list[dict]:
     return json.loads(p.read_text()) if p.exists() else []
 
 
+def holds_more(path: Path, design: Design) -> str | None:
+    """Why the store at ``path`` is left alone: it was made for a larger design that extends
+    ``design`` (e.g. ``--config full`` after ``--config default``); None when it should run."""
+    from ..study.design import diff_designs
+    from ..study.store import read_info
+
+    if not path.exists():
+        return None
+    stored = read_info(path).design
+    if stored.hash != design.hash and diff_designs(design, stored).kind == "extends":
+        return (f"{path} holds {stored.name!r} with {stored.n_cells} cells x {stored.replicates} replicates, which "
+                f"extends this configuration's design; left as it is (rerun with --config full to resume it)")
+    return None
+
+
 def run_designs(designs: dict[str, Design], results: str | Path, config: str, *, cluster: str = "local",
                 workers: int = 2, client=None, progress: bool = True) -> dict[str, int]:
     """Run (or resume) every design into ``store_path(results, study)``; returns each
-    study's exit code (:class:`simstudy.study.runner.RunSummary`)."""
+    study's exit code (:class:`simstudy.study.runner.RunSummary`). A store already holding a
+    larger design that extends the study's (:func:`holds_more`) is skipped (no code)."""
     from ..study.runner import run_study
 
     results = Path(results)
     results.mkdir(parents=True, exist_ok=True)
     codes = {}
     for study, design in designs.items():
+        why = holds_more(store_path(results, study), design)
+        if why:
+            if progress:
+                print(f"{study}: {why}")
+            continue
         s = run_study(design, store_path(results, study), cluster=cluster, workers=workers, client=client,
                       progress=progress, command=f"analysis/findings.py --config {config}")
         codes[study] = s.exit_code
