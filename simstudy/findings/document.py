@@ -14,11 +14,10 @@ import numpy as np
 import pandas as pd
 
 from ..evaluate import summarize
-from ..evaluate.fits import open_store
 from ..evaluate.methods import store_methods, summarize_methods
 from ..evaluate.report import md_table
 from ..study.design import load_design
-from ..study.store import read_info
+from ..study.store import open_results, read_info
 from .run import read_runs, store_path
 from .sections import NAMES, Figures, Study, section_classical, section_cost, section_hyper, section_longitudinal, section_small
 from .subsets import EST_S_PER_FIT, STUDIES
@@ -32,7 +31,7 @@ def load_study(results: str | Path, study: str) -> Study | None:
     path = store_path(results, study)
     if not path.exists():
         return None
-    ds = open_store(path).load()
+    ds = open_results(path, chunks=None).load()  # no dask: small stores read faster in one go
     design = read_info(path).design
     summary = summarize(ds)
     methods = None

@@ -61,6 +61,10 @@ def _table(frame: pd.DataFrame, by: list[str], metrics: list[str]) -> str:
     return md_table(formatted(frame, by, {m: HEADS.get(m, m) for m in metrics}, NAMES))
 
 
+def _cells(k: int) -> str:
+    return f"{k} cell{'s' if k != 1 else ''}"
+
+
 def _not_run(name: str) -> list[str]:
     return [f"*The {name} study has no results store yet: run `python analysis/findings.py` (see the top).*", ""]
 
@@ -229,7 +233,7 @@ def section_classical(p1: Study | None, figs: Figures) -> list[str]:
         dt = _paired(ds, sm, "tpr", ref, mask)
         df = _paired(ds, sm, "fpr", ref, mask)
         answer.append(
-            f"On the same {n_sets} data sets ({int(mask.sum())} cells with inconsistent groups) the SS-MELSM's TPR is "
+            f"On the same {n_sets} data sets ({_cells(int(mask.sum()))} with inconsistent groups) the SS-MELSM's TPR is "
             f"{pm(*o('ss_melsm', 'tpr'))} against {pm(*o(ref, 'tpr'))} for the {METHOD_LABELS.get(ref, ref)} rule "
             f"(paired difference {pm(dt[0], dt[1])}, {'beyond' if differs(dt[0], dt[1], 0, 0) else 'within'} 2 MCSE) "
             f"and its FPR {pm(*o('ss_melsm', 'fpr'))} against {pm(*o(ref, 'fpr'))} (paired difference "
@@ -240,7 +244,7 @@ def section_classical(p1: Study | None, figs: Figures) -> list[str]:
     if parts:
         answer.append(
             f"Against the authors' published means over all {PUBLISHED_STUDY1_SLAB_CELLS} with-slab Study 1 cells, "
-            + " and ".join(parts) + f" land here, on {int(mask.sum())} of those cells (so the comparison is indicative).")
+            f"this run ({_cells(int(mask.sum()))} of them, so indicative only) puts " + " and ".join(parts) + ".")
     out += ["**Answer.** " + " ".join(answer), ""]
     rows = []
     for m in methods:
@@ -303,7 +307,8 @@ def section_small(p2: Study | None, figs: Figures) -> list[str]:
     if hi is not None:
         answer.append(f"P(≥1 false flag) {'with no inconsistent groups ' if null else ''}ranges from {v(lo, 'fwer')} "
                       f"(J = {lo['n_groups']:g}, n = {lo['group_size']:g}) to {v(hi, 'fwer')} (J = {hi['n_groups']:g}, "
-                      f"n = {hi['group_size']:g}), and {pm(nc[0], nc[1])} of the fits fail the convergence rule.")
+                      f"n = {hi['group_size']:g}); a share {pm(nc[0], nc[1])} of the fits fails the convergence rule (they still "
+                      "count).")
     out += ["**Answer.** " + " ".join(answer), ""]
     by = ["n_groups", "group_size", "share_inconsistent"]
     out += [f"**paper_study2** (group sizes Poisson(n − 2) + 2; n levels {_levels_text('n', ns)}):", "",
@@ -335,11 +340,12 @@ def section_longitudinal(lo: Study | None, figs: Figures) -> list[str]:
               f"{v(r0, 'fpr')} with φ = {phis[0]:g} ({ratio_text(vals(r1, 'fpr')[0], vals(r0, 'fpr')[0])}, {w}), and "
               f"P(≥1 false flag) is {v(r1, 'fwer')} against {v(r0, 'fwer')}."]
     a, b = row_at(g, group_size=Ts[0], phi=phis[-1]), row_at(g, group_size=Ts[-1], phi=phis[-1])
-    w2 = compare_word(*vals(b, "fpr"), *vals(a, "fpr"), "raise", "lower", "do not change beyond Monte Carlo error")
+    w2 = compare_word(*vals(b, "fpr"), *vals(a, "fpr"), "more occasions raise it", "more occasions lower it",
+                      "more occasions do not change it beyond Monte Carlo error")
     c, d = row_at(g, group_size=Ts[0], phi=phis[0]), row_at(g, group_size=Ts[-1], phi=phis[0])
-    answer.append(f"With φ = {phis[-1]:g}, more occasions {w2} the FPR ({v(a, 'fpr')} at T = {Ts[0]:g}, {v(b, 'fpr')} "
-                  f"at T = {Ts[-1]:g}), while with independent residuals TPR is {v(c, 'tpr')} at T = {Ts[0]:g} and "
-                  f"{v(d, 'tpr')} at T = {Ts[-1]:g}.")
+    answer.append(f"With φ = {phis[-1]:g} the FPR is {v(a, 'fpr')} at T = {Ts[0]:g} and {v(b, 'fpr')} at "
+                  f"T = {Ts[-1]:g} ({w2}), while with independent residuals TPR is {v(c, 'tpr')} at T = {Ts[0]:g} "
+                  f"and {v(d, 'tpr')} at T = {Ts[-1]:g}.")
     out += ["**Answer.** " + " ".join(answer), ""]
     by = _varying(s, ["n_groups"]) + ["group_size", "phi", "share_inconsistent"]
     by = [f for f in by if len(factor_levels(s, f)) > 1 or f in ("group_size", "phi")]
