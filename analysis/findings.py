@@ -68,6 +68,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     a = p.parse_args(argv)
     if a.workers < 1:
         p.error(f"--workers: {a.workers} is not a positive number of workers; use e.g. --workers 2")
+    if a.cluster not in ("local", "slurm", "pbs") and "://" not in a.cluster:
+        p.error(f"--cluster: {a.cluster!r} is not local, slurm, pbs or a scheduler address (tcp://HOST:PORT)")
     if a.results is None:
         a.results = ROOT / "results" / ("findings_smoke" if a.config == "smoke" else "")
     return a
@@ -88,6 +90,11 @@ def main(argv=None, client=None) -> int:
         codes = run_designs(designs, a.results, a.config, cluster=a.cluster, workers=a.workers, client=client,
                             progress=not a.quiet)
         code = max(codes.values(), default=0)
+        from simstudy.study.runner import EXIT_INTERRUPTED
+
+        if EXIT_INTERRUPTED in codes.values():
+            print("interrupted: FINDINGS.md not rewritten; rerun the same command to resume", file=sys.stderr)
+            return EXIT_INTERRUPTED
     out = write_findings(a.results, a.out, a.figures, designs_dir=a.designs, workers=a.workers)
     if not a.quiet:
         print(f"wrote {out}")

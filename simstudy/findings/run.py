@@ -48,7 +48,8 @@ def run_designs(designs: dict[str, Design], results: str | Path, config: str, *,
                 workers: int = 2, client=None, progress: bool = True) -> dict[str, int]:
     """Run (or resume) every design into ``store_path(results, study)``; returns each
     study's exit code (:class:`simstudy.study.runner.RunSummary`). A store already holding a
-    larger design that extends the study's (:func:`holds_more`) is skipped (no code)."""
+    larger design that extends the study's (:func:`holds_more`) is skipped (no code); an
+    interrupted run stops the loop (its code says so)."""
     from ..study.runner import run_study
 
     results = Path(results)
@@ -68,4 +69,6 @@ def run_designs(designs: dict[str, Design], results: str | Path, config: str, *,
             runs.append({"study": study, "config": config, "cluster": cluster if client is None else "client",
                          "workers": workers, "fits_run": s.fits_run, "seconds": round(s.seconds, 1)})
             runs_file(results).write_text(json.dumps(runs, indent=1) + "\n")
+        if s.interrupted:  # Ctrl-C / SIGTERM: stop here, the next invocation resumes
+            break
     return codes
