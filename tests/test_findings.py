@@ -179,3 +179,21 @@ def test_report_only_reproduces_the_text_except_timing(smoke):
     assert timing and all("## " not in line for line in timing)
     # masking only drops the timing lines: every section and table survives
     assert all(s in mask_timing(first) for s in SECTIONS)
+
+
+def test_bad_options_are_refused_before_any_work(root, capsys):
+    script = _script(root)
+    for argv, key in ((["--workers", "0"], "--workers"), (["--cluster", "slrum"], "--cluster"),
+                      (["--config", "huge"], "--config")):
+        with pytest.raises(SystemExit):
+            script.parse_args(argv)
+        assert key in capsys.readouterr().err
+
+
+def test_report_without_stores_says_what_is_missing(root, tmp_path):
+    script = _script(root)
+    assert script.main(["--report-only", "--results", str(tmp_path / "none"), "--out", str(tmp_path / "F.md"),
+                        "--quiet"]) == 0
+    text = (tmp_path / "F.md").read_text()
+    assert all(s in text for s in SECTIONS)
+    assert text.count("has no results store yet") == 6 and "No study has results yet" in text
