@@ -11,13 +11,10 @@ import sys
 import numpy as np
 
 from simstudy.evaluate.methods import overall_by_method, summarize_methods
+from simstudy.findings.published import PUBLISHED_STUDY1
 from simstudy.study.store import open_results
 
-PUBLISHED = {  # computed from the authors' stored results (100 replicates per cell; null cells 400)
-    "ss_melsm": {"tpr": 0.705, "fpr": 0.019, "precision": 0.80, "null_fwer": "0.03-0.10"},
-    "hlm": {"tpr": 0.713, "fpr": 0.057, "precision": 0.68, "fpr_by_J": {50: 0.039, 150: 0.057, 300: 0.074},
-            "null_fwer": "0.19-0.47"},
-}
+PUBLISHED = PUBLISHED_STUDY1  # the authors' figures (simstudy/findings/published.py)
 
 
 def main(path: str) -> None:

@@ -1,0 +1,403 @@
+"""The five sections of FINDINGS.md: each opens with a two-sentence answer whose numbers and
+direction words come from the results (:mod:`.tables`), then the evidence: tables (every
+value ± its MCSE, with the cells and fits it rests on) and figures from
+:mod:`simstudy.evaluate.plots`.
+
+Each ``section_*`` takes the per-study inputs (:class:`Study`: the store's dataset and
+summaries; ``None`` when the study was not run) and a :class:`Figures` writer, and returns
+Markdown lines.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from ..evaluate import plots as P
+from ..evaluate.fits import factor_levels
+from ..evaluate.methods import METHOD_LABELS, overall_by_method, paired_difference
+from ..evaluate.report import md_table
+from .published import PUBLISHED_STUDY1, PUBLISHED_STUDY1_SLAB_CELLS
+from .tables import (TIMING, compare_word, differs, extreme, formatted, group_mean, grouped, pm, ratio_text,
+                     row_at, v, vals)
+
+HEADS = {"tpr": "TPR", "fpr": "FPR", "fwer": "P(≥1 false flag)", "ece": "ECE", "tau_t_coverage": "cover τ_t",
+         "roc_auc": "ROC AUC", "precision": "precision", "brier": "Brier", "tau_u1_bias": "bias τ_u1",
+         "tau_u1_coverage": "cover τ_u1", "share_not_converged": "not converged"}
+NAMES = {"pi": "π", "scale_sd": "scale-SD prior", "n_groups": "J", "group_size": "n", "share_inconsistent": "share",
+         "slab_sd": "slab SD", "phi": "φ", "mode": "data", "dropout": "dropout"}
+
+
+@dataclass
+class Study:
+    """One study's store: the loaded dataset, its summary (:func:`simstudy.evaluate.summarize`)
+    and, with comparators, its per-method summary; ``design`` is the stored design."""
+
+    name: str
+    ds: xr.Dataset
+    summary: xr.Dataset
+    design: object
+    methods: xr.Dataset | None = None
+
+
+@dataclass
+class Figures:
+    """Writes PNG figures into ``folder``; ``link`` is the folder as FINDINGS.md refers to it."""
+
+    folder: Path
+    link: str
+    written: list[Path] = field(default_factory=list)
+
+    def add(self, fig, name: str, caption: str) -> str:
+        self.written += P.save_figure(fig, self.folder, name, formats=("png",), dpi=110)
+        return f"![{caption}]({self.link}/{name}.png)"
+
+
+def _table(frame: pd.DataFrame, by: list[str], metrics: list[str]) -> str:
+    return md_table(formatted(frame, by, {m: HEADS.get(m, m) for m in metrics}, NAMES))
+
+
+def _cells(k: int) -> str:
+    return f"{k} cell{'s' if k != 1 else ''}"
+
+
+def _not_run(name: str) -> list[str]:
+    return [f"*The {name} study has no results store yet: run `python analysis/findings.py` (see the top).*", ""]
+
+
+def _levels_text(factor: str, levels) -> str:
+    return ", ".join(f"{x:g}" if isinstance(x, float) else str(x) for x in levels)
+
+
+def _varying(s: xr.Dataset, names: list[str]) -> list[str]:
+    return [n for n in names if n in s.coords]
+
+
+def _is_beta(level) -> bool:
+    return isinstance(level, str) and level.startswith("beta")
+
+
+# =============================================================================== 1 hyperparameters
+HYPER = ["tpr", "fpr", "fwer", "ece", "tau_t_coverage"]
+
+
+def safe_choice(frame: pd.DataFrame, factor: str) -> pd.Series | None:
+    """The level of ``factor`` (rows of ``frame``) with the lowest P(≥1 false flag) among those
+    whose TPR is not below the best TPR beyond Monte Carlo error."""
+    ok = frame[np.isfinite(frame["tpr"].to_numpy(float)) & np.isfinite(frame["fwer"].to_numpy(float))]
+    if ok.empty:
+        return None
+    best = ok.loc[ok["tpr"].idxmax()]
+    keep = ok[[not (differs(r.tpr, r.tpr_mcse, best.tpr, best.tpr_mcse) and r.tpr < best.tpr)
+               for r in ok.itertuples()]]
+    return keep.loc[keep["fwer"].idxmin()]
+
+
+def safe_table(s: xr.Dataset) -> pd.DataFrame:
+    """Per (J, n): the safe pi and the safe scale-SD prior (:func:`safe_choice`) with their TPR and
+    P(≥1 false flag)."""
+    rows = []
+    for J in factor_levels(s, "n_groups"):
+        for n in factor_levels(s, "group_size"):
+            row = {"J": f"{J:g}", "n": f"{n:g}"}
+            for f, head in (("pi", "π"), ("scale_sd", "scale-SD prior")):
+                g = grouped(s, [f], ["tpr", "fwer"], where={"n_groups": J, "group_size": n})
+                c = safe_choice(g, f)
+                row[f"safe {head}"] = "n/a" if c is None else (f"{c[f]:g}" if isinstance(c[f], float) else str(c[f]))
+                row[f"TPR / P(≥1 false flag) at that {head}"] = "n/a" if c is None else f"{v(c, 'tpr')} / {v(c, 'fwer')}"
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def section_hyper(sens: Study | None, mult: Study | None, cal: Study | None, figs: Figures) -> list[str]:
+    out = ["## 1. Hyperparameters", ""]
+    answer = []
+    if sens is not None:
+        s = sens.summary
+        g = grouped(s, ["pi"], HYPER)
+        lo, hi = g.iloc[0], g.iloc[-1]
+        word = compare_word(*vals(hi, "fwer"), *vals(lo, "fwer"), "higher", "lower", "no different beyond Monte Carlo error")
+        best_ece = extreme(g, "ece", largest=False)
+        ece_txt = "n/a" if best_ece is None else f"π = {best_ece['pi']:g}, ECE {v(best_ece, 'ece')}"
+        answer.append(
+            f"With π fixed, P(≥1 false flag) is {v(hi, 'fwer')} at π = {hi['pi']:g} against {v(lo, 'fwer')} at "
+            f"π = {lo['pi']:g} ({word}), TPR {v(hi, 'tpr')} against {v(lo, 'tpr')}, and PIPs are best calibrated at "
+            f"{ece_txt} (all means over the other factors).")
+        gs = grouped(s, ["scale_sd"], ["tpr", "fpr"])
+        tmax, tmin = extreme(gs, "tpr"), extreme(gs, "tpr", largest=False)
+        if tmax is None or len(gs) < 2:
+            prior_txt = None
+        else:
+            beyond = "beyond" if differs(*vals(tmax, "tpr"), *vals(tmin, "tpr")) else "within"
+            prior_txt = (f"across scale-SD priors TPR ranges from {v(tmin, 'tpr')} ({tmin['scale_sd']}) to "
+                         f"{v(tmax, 'tpr')} ({tmax['scale_sd']}), a spread {beyond} Monte Carlo error")
+    else:
+        prior_txt = None
+    beta_txt = None
+    if mult is not None:
+        m = mult.summary
+        levels = factor_levels(m, "pi")
+        beta = next((lv for lv in levels if _is_beta(lv)), None)
+        fixed = next((lv for lv in levels if not _is_beta(lv)), None)
+        if beta is not None and fixed is not None:
+            null = 0.0 if 0.0 in factor_levels(m, "share_inconsistent") else factor_levels(m, "share_inconsistent")[0]
+            Jmax = factor_levels(m, "n_groups")[-1]
+            gb = grouped(m, ["pi"], ["fwer", "tpr"], where={"share_inconsistent": null, "n_groups": Jmax})
+            rb, rf = row_at(gb, pi=beta), row_at(gb, pi=fixed)
+            w = compare_word(*vals(rb, "fwer"), *vals(rf, "fwer"), "higher than", "lower than", "within Monte Carlo error of")
+            beta_txt = (f"a {beta} prior on pi gives P(≥1 false flag) {v(rb, 'fwer')} at J = {Jmax:g} with share "
+                        f"{null:g} inconsistent groups, {w} fixed π = {fixed}'s {v(rf, 'fwer')}")
+    second = "; ".join(t for t in (beta_txt, prior_txt) if t)
+    if second:
+        answer.append(second[:1].upper() + second[1:] + ".")
+    if answer:
+        out += ["**Answer.** " + " ".join(answer), ""]
+    if sens is None:
+        out += _not_run("sensitivity")
+    else:
+        s = sens.summary
+        by = _varying(s, ["n_groups", "group_size"])
+        out += [f"**Prior inclusion probability (fixed), sensitivity study** ({s.sizes['cell']} cells; "
+                "each row the equal-weight mean over the other factors' cells):", "",
+                _table(grouped(s, ["pi", *by], HYPER), ["pi", *by], HYPER), "",
+                "**Scale-SD prior (family and scale):**", "",
+                _table(grouped(s, ["scale_sd", *by], HYPER), ["scale_sd", *by], HYPER), "",
+                "**Safe defaults per J and n**: the level with the lowest P(≥1 false flag) among those whose TPR "
+                "is not below the best beyond 2 MCSE (the other factor averaged over):", "",
+                md_table(safe_table(s)), "",
+                figs.add(P.plot_sensitivity(s, "fwer", x="pi", hue="scale_sd", col="n_groups", row="group_size"),
+                         "hyper_fwer", "P(at least one false flag) against pi"), "",
+                figs.add(P.plot_sensitivity(s, "tpr", x="pi", hue="scale_sd", col="n_groups", row="group_size"),
+                         "hyper_tpr", "TPR against pi"), ""]
+    if mult is None:
+        out += _not_run("multiplicity")
+    else:
+        m = mult.summary
+        by = ["pi", "share_inconsistent", "n_groups"]
+        met = ["tpr", "fpr", "fwer", "ece"]
+        out += ["**Fixed π = 0.5 against a Beta hyperprior on π, multiplicity study** (false flags as J grows):", "",
+                _table(grouped(m, by, met), by, met), "",
+                figs.add(P.plot_sensitivity(m, "fwer", x="n_groups", hue="pi", col="share_inconsistent"),
+                         "hyper_multiplicity", "P(at least one false flag) against J, fixed and Beta pi"), ""]
+    if cal is None:
+        out += _not_run("calibration")
+    else:
+        c = cal.summary
+        by = _varying(c, ["mode", "pi"])
+        met = ["ece", "brier", "tpr", "fpr", "fwer"]
+        out += ["**Calibration study** (prior-matched data: PIPs must be calibrated; fixed 10% share):", "",
+                _table(grouped(c, by, met), by, met), "",
+                figs.add(P.plot_reliability(cal.ds, by="mode", hue="pi"), "hyper_reliability",
+                         "Reliability of PIPs, fixed and Beta pi"), ""]
+    return out
+
+
+# =============================================================================== 2 classical method
+def _paired(ds: xr.Dataset, summary_m: xr.Dataset, metric: str, other: str, mask: np.ndarray) -> tuple[float, float, int, int]:
+    """SS-MELSM minus ``other``: mean over the cells in ``mask`` of the per-cell paired difference,
+    MCSE sqrt(sum mcse^2)/k, cells k, replicates used."""
+    d = paired_difference(ds, metric, "ss_melsm", other)
+    diff, se, n = np.asarray(d["diff"], float)[mask], np.asarray(d["mcse"], float)[mask], np.asarray(d["n"])[mask]
+    ok = np.isfinite(diff)
+    k = int(ok.sum())
+    if k == 0:
+        return float("nan"), float("nan"), 0, 0
+    s = se[ok]
+    return (float(diff[ok].mean()), float(np.sqrt(np.sum(s**2)) / k) if np.isfinite(s).all() else float("nan"),
+            k, int(n[ok].sum()))
+
+
+def section_classical(p1: Study | None, figs: Figures) -> list[str]:
+    out = ["## 2. Against the classical method", ""]
+    if p1 is None or p1.methods is None:
+        return out + _not_run("paper_study1")
+    sm, ds = p1.methods, p1.ds
+    shares = [x for x in factor_levels(sm, "share_inconsistent") if x > 0]
+    slab = {"share_inconsistent": shares}
+    mask = np.array([x in shares for x in sm["share_inconsistent"].values.tolist()])
+    over = overall_by_method(sm, ("tpr", "fpr", "precision"), cells=slab)
+    methods = [m for m in sm["method"].values.tolist()]
+    ref = "hlm_z" if "hlm_z" in methods else next((m for m in methods if m != "ss_melsm"), None)
+
+    def o(method, metric):
+        r = over[over["method"] == method]
+        return (float(r[metric].iloc[0]), float(r[f"{metric}_mcse"].iloc[0])) if len(r) else (np.nan, np.nan)
+
+    n_sets = int(np.asarray(p1.summary["n_used"].values)[mask].sum())
+    answer = []
+    if ref is not None:
+        dt = _paired(ds, sm, "tpr", ref, mask)
+        df = _paired(ds, sm, "fpr", ref, mask)
+        answer.append(
+            f"On the same {n_sets} data sets ({_cells(int(mask.sum()))} with inconsistent groups) the SS-MELSM's TPR is "
+            f"{pm(*o('ss_melsm', 'tpr'))} against {pm(*o(ref, 'tpr'))} for the {METHOD_LABELS.get(ref, ref)} rule "
+            f"(paired difference {pm(dt[0], dt[1])}, {'beyond' if differs(dt[0], dt[1], 0, 0) else 'within'} 2 MCSE) "
+            f"and its FPR {pm(*o('ss_melsm', 'fpr'))} against {pm(*o(ref, 'fpr'))} (paired difference "
+            f"{pm(df[0], df[1])}).")
+    pub = PUBLISHED_STUDY1
+    parts = [f"the {METHOD_LABELS.get(m, m)} at TPR {pm(*o(m, 'tpr'))} (published {pub[m]['tpr']}) and FPR "
+             f"{pm(*o(m, 'fpr'))} (published {pub[m]['fpr']})" for m in ("ss_melsm", "hlm") if m in methods]
+    if parts:
+        answer.append(
+            f"Against the authors' published means over all {PUBLISHED_STUDY1_SLAB_CELLS} with-slab Study 1 cells, "
+            f"this run ({_cells(int(mask.sum()))} of them, so indicative only) puts " + " and ".join(parts) + ".")
+    out += ["**Answer.** " + " ".join(answer), ""]
+    rows = []
+    for m in methods:
+        rows.append({"method": METHOD_LABELS.get(m, m),
+                     **{HEADS[k]: f"{pm(*o(m, k))} [{pub.get(m, {}).get(k, '–')}]" for k in ("tpr", "fpr", "precision")},
+                     "cells": int(over[over["method"] == m]["tpr_cells"].iloc[0]), "data sets": n_sets})
+    out += [f"**paper_study1, cells with inconsistent groups** (equal-weight means over cells; [published mean over "
+            f"all {PUBLISHED_STUDY1_SLAB_CELLS} with-slab cells]):", "", md_table(pd.DataFrame(rows)), ""]
+    by_J = overall_by_method(sm, ("fpr", "tpr"), cells=slab, by="n_groups")
+    rows = [{"J": f"{r.n_groups:g}", "method": METHOD_LABELS.get(r.method, r.method),
+             "TPR": pm(r.tpr, r.tpr_mcse), "FPR": pm(r.fpr, r.fpr_mcse),
+             "published FPR": pub.get(r.method, {}).get("fpr_by_J", {}).get(int(r.n_groups), "–"), "cells": r.fpr_cells}
+            for r in by_J.itertuples()]
+    out += ["**By number of groups J:**", "", md_table(pd.DataFrame(rows)), ""]
+    paired = []
+    for other in (m for m in methods if m != "ss_melsm"):
+        dt, df = _paired(ds, sm, "tpr", other, mask), _paired(ds, sm, "fpr", other, mask)
+        paired.append({"SS-MELSM minus": METHOD_LABELS.get(other, other), "ΔTPR": pm(dt[0], dt[1]),
+                       "ΔFPR": pm(df[0], df[1]), "cells": dt[2], "replicates": dt[3]})
+    if paired:
+        out += ["**Paired differences on the same data sets** (per cell mean of the per-replicate difference, MCSE "
+                "sd/sqrt(R); averaged over cells):", "", md_table(pd.DataFrame(paired)), ""]
+    null = np.array([x == 0 for x in sm["share_inconsistent"].values.tolist()])
+    if null.any():
+        rows = []
+        for m in methods:
+            mean, se, k = group_mean(sm.isel(method=methods.index(m)), "fwer", null)
+            rows.append({"method": METHOD_LABELS.get(m, m), "P(≥1 false flag)": pm(mean, se),
+                         "published range": pub.get(m, {}).get("null_fwer", "–"), "cells": k,
+                         "data sets": int(np.asarray(p1.summary["n_used"].values)[null].sum())})
+        out += ["**Null cells (no inconsistent groups):**", "", md_table(pd.DataFrame(rows)), ""]
+    out += [figs.add(P.plot_methods(sm, x="n_groups"), "classical_methods", "Methods on the same data sets"), ""]
+    return out
+
+
+# =============================================================================== 3 small and ragged groups
+SMALL = ["tpr", "fpr", "fwer", "ece", "tau_t_coverage", "share_not_converged"]
+
+
+def section_small(p2: Study | None, figs: Figures) -> list[str]:
+    out = ["## 3. Small and ragged groups", ""]
+    if p2 is None:
+        return out + _not_run("paper_study2")
+    s = p2.summary
+    ns = factor_levels(s, "group_size")
+    g = grouped(s, ["group_size"], SMALL)
+    small, large = g.iloc[0], g.iloc[-1]
+    w = compare_word(*vals(small, "tpr"), *vals(large, "tpr"), "higher than", "lower than", "within Monte Carlo error of")
+    if len(g) > 1:
+        answer = [f"With ragged groups of mean size n = {small['group_size']:g} the SS-MELSM's TPR is {v(small, 'tpr')}, "
+                  f"{w} the {v(large, 'tpr')} at n = {large['group_size']:g}, with FPR {v(small, 'fpr')} against "
+                  f"{v(large, 'fpr')} (means over J and share)."]
+    else:
+        answer = [f"With ragged groups of mean size n = {small['group_size']:g} the SS-MELSM's TPR is {v(small, 'tpr')} "
+                  f"and its FPR {v(small, 'fpr')} (means over J and share)."]
+    null = [x for x in factor_levels(s, "share_inconsistent") if x == 0]
+    gn = grouped(s, ["n_groups", "group_size"], ["fwer"], where={"share_inconsistent": null} if null else None)
+    hi, lo = extreme(gn, "fwer"), extreme(gn, "fwer", largest=False)
+    nc = group_mean(s, "share_not_converged", np.ones(s.sizes["cell"], bool))
+    if hi is not None:
+        answer.append(f"P(≥1 false flag) {'with no inconsistent groups ' if null else ''}ranges from {v(lo, 'fwer')} "
+                      f"(J = {lo['n_groups']:g}, n = {lo['group_size']:g}) to {v(hi, 'fwer')} (J = {hi['n_groups']:g}, "
+                      f"n = {hi['group_size']:g}); a share {pm(nc[0], nc[1])} of the fits fails the convergence rule (they still "
+                      "count).")
+    out += ["**Answer.** " + " ".join(answer), ""]
+    by = ["n_groups", "group_size", "share_inconsistent"]
+    out += [f"**paper_study2** (group sizes Poisson(n − 2) + 2; n levels {_levels_text('n', ns)}):", "",
+            _table(grouped(s, by, SMALL), by, SMALL), "",
+            figs.add(P.plot_sensitivity(s, "fpr", x="group_size", hue="n_groups", col="share_inconsistent"),
+                     "small_fpr", "FPR in small ragged groups"), "",
+            figs.add(P.plot_sensitivity(s, "tpr", x="group_size", hue="n_groups", col="share_inconsistent"),
+                     "small_tpr", "TPR in small ragged groups"), ""]
+    return out
+
+
+# =============================================================================== 4 longitudinal
+LONG = ["tpr", "fpr", "fwer", "roc_auc", "tau_u1_bias", "tau_u1_coverage"]
+
+
+def section_longitudinal(lo: Study | None, figs: Figures) -> list[str]:
+    out = ["## 4. Longitudinal data", ""]
+    if lo is None:
+        return out + _not_run("longitudinal")
+    s = lo.summary
+    grid = {"dropout": 0.0} if "dropout" in s.coords else None
+    phis, Ts = factor_levels(s, "phi"), factor_levels(s, "group_size")
+    T = Ts[-1]
+    g = grouped(s, ["group_size", "phi"], LONG, where=grid)
+    r0, r1 = row_at(g, group_size=T, phi=phis[0]), row_at(g, group_size=T, phi=phis[-1])
+    w = compare_word(*vals(r1, "fpr"), *vals(r0, "fpr"), "higher, beyond Monte Carlo error",
+                     "lower, beyond Monte Carlo error", "no different beyond Monte Carlo error")
+    answer = [f"At T = {T:g} occasions, with AR(1) residuals of φ = {phis[-1]:g} the FPR is {v(r1, 'fpr')} against "
+              f"{v(r0, 'fpr')} with φ = {phis[0]:g} ({ratio_text(vals(r1, 'fpr')[0], vals(r0, 'fpr')[0])}, {w}), and "
+              f"P(≥1 false flag) is {v(r1, 'fwer')} against {v(r0, 'fwer')}."]
+    a, b = row_at(g, group_size=Ts[0], phi=phis[-1]), row_at(g, group_size=Ts[-1], phi=phis[-1])
+    w2 = compare_word(*vals(b, "fpr"), *vals(a, "fpr"), "more occasions raise it", "more occasions lower it",
+                      "more occasions do not change it beyond Monte Carlo error")
+    c, d = row_at(g, group_size=Ts[0], phi=phis[0]), row_at(g, group_size=Ts[-1], phi=phis[0])
+    answer.append(f"With φ = {phis[-1]:g} the FPR is {v(a, 'fpr')} at T = {Ts[0]:g} and {v(b, 'fpr')} at "
+                  f"T = {Ts[-1]:g} ({w2}), while with independent residuals TPR is {v(c, 'tpr')} at T = {Ts[0]:g} "
+                  f"and {v(d, 'tpr')} at T = {Ts[-1]:g}.")
+    out += ["**Answer.** " + " ".join(answer), ""]
+    by = _varying(s, ["n_groups"]) + ["group_size", "phi", "share_inconsistent"]
+    by = [f for f in by if len(factor_levels(s, f)) > 1 or f in ("group_size", "phi")]
+    out += ["**longitudinal** (T = occasions per person; the model assumes independent residuals, so φ > 0 is the "
+            "misspecification):", "", _table(grouped(s, by, LONG, where=grid), by, LONG), ""]
+    if grid is not None:
+        drop = [x for x in factor_levels(s, "dropout") if x != 0]
+        if drop:
+            byd = ["dropout", "group_size", "phi"]
+            out += ["**MCAR dropout cell:**", "", _table(grouped(s, byd, LONG, where={"dropout": drop}), byd, LONG), ""]
+    fixed = {"dropout": 0.0} if grid else None
+    out += [figs.add(P.plot_sensitivity(s, "fpr", x="group_size", hue="phi", col="share_inconsistent",
+                                        row="n_groups" if "n_groups" in s.coords else None, fixed=fixed),
+                     "longitudinal_fpr", "FPR against T and phi"), ""]
+    return out
+
+
+# =============================================================================== 5 cost
+def section_cost(studies: dict[str, Study | None], cost: pd.DataFrame, plan_lines: list[str], figs: Figures,
+                 conv: pd.DataFrame) -> list[str]:
+    """``cost``: one row per study (``study, fits, core_s, full_fits, measured_wall_s, workers``);
+    ``plan_lines``: the ``simstudy plan`` paragraph (timing-marked); ``conv``: convergence per study."""
+    out = ["## 5. Cost", ""]
+    c = cost[cost["fits"] > 0]
+    if c.empty:
+        return out + ["*No study has results yet.*", ""]
+    fits, core_s = int(c["fits"].sum()), float(c["core_s"].sum())
+    per = c.assign(s_per_fit=c["core_s"] / c["fits"])
+    hi, lo = per.loc[per["s_per_fit"].idxmax()], per.loc[per["s_per_fit"].idxmin()]
+    full_core_s = float((per["s_per_fit"] * per["full_fits"]).sum())
+    out += [f"**Answer.** This run's {fits} fits took {core_s / 3600:.2f} core-hours on this machine class "
+            f"({60 * fits / core_s:.1f} fits per core-minute), from {lo['s_per_fit']:.1f} core-s per fit "
+            f"({lo['study']}) to {hi['s_per_fit']:.1f} ({hi['study']}). {TIMING}",
+            f"At these per-study rates the full shipped designs ({int(per['full_fits'].sum())} fits) would take about "
+            f"{full_core_s / 3600:.1f} core-hours: {full_core_s / 3600 / 2:.1f} h on 2 workers or "
+            f"{full_core_s / 3600 / 40:.1f} h on 40 (cells not run here may cost more or less per fit). {TIMING}", ""]
+    rows = []
+    for r in per.itertuples():
+        wall = f"{r.measured_wall_s / 60:.1f} min on {r.workers} worker{'s' if r.workers != 1 else ''}" if np.isfinite(r.measured_wall_s) else "–"
+        rows.append(f"| {r.study} | {r.fits} | {r.s_per_fit:.2f} | {60 / r.s_per_fit:.1f} | {r.core_s / 3600:.3f} | "
+                    f"{wall} | {r.full_fits} | {r.s_per_fit * r.full_fits / 3600:.1f} | {TIMING}")
+    out += ["Core-seconds = sampling seconds of every fit + each block's compile seconds + the comparators' seconds "
+            "(store variables `sample_s`, `compile_s`, `method_s`); measured wall time from `results/findings_runs.json`.",
+            "", "| study | fits | core-s per fit | fits per core-minute | core-hours | measured wall time | "
+            "fits in the full design | full design, core-hours |", "|---|---|---|---|---|---|---|---|", *rows, ""]
+    out += ["**Convergence** (usable fits; a not-converged fit failed the rule after its extensions and still counts):",
+            "", md_table(conv), ""]
+    out += ["### `simstudy plan` against the measured time", "", *plan_lines, ""]
+    out += ["**Ratio to ivd on Saeb M1**: not measured here (the repository holds no ivd timing of the Saeb M1 fit).", ""]
+    for name in ("sensitivity", "paper_study1"):
+        st = studies.get(name)
+        if st is not None and np.isfinite(np.asarray(st.summary["sample_s"].values, float)).any():
+            out += [figs.add(P.plot_runtime(st.summary), f"cost_runtime_{name}", f"Runtime per fit, {name}")
+                    + f" {TIMING}", ""]
+    return out
