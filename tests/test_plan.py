@@ -81,9 +81,32 @@ def test_only_smallest_and_largest_shapes_are_calibrated_and_middle_interpolated
     # linear costs are interpolated exactly: the J = 20 cells cost what a J = 20 calibration says
     per_iter = {c.shape["n_groups"]: c.sample_s_per_iter for c in p.calibration}
     assert per_iter == {10: pytest.approx(1e-4), 40: pytest.approx(4e-4)}
-    mid = planmod._interpolate([(c.size, c) for c in p.calibration], 20.0)
+    mid = planmod._interpolate(list(p.calibration), {"n_groups": 20, "group_size": 8})
     assert mid["sample_s_per_iter"] == pytest.approx(2e-4, rel=1e-12)
     assert mid["hlm_s"] == pytest.approx(4e-3, rel=1e-12)
+
+
+def test_j_by_n_designs_calibrate_the_four_corners_and_interpolate_exactly(monkeypatch, tmp_path):
+    """J x n: the corners are measured; a cost a + bJ + cn + dJn is recovered exactly inside."""
+    monkeypatch.setenv("SIMSTUDY_PLAN_CACHE", str(tmp_path / "cache.json"))
+    calls = []
+    cost = lambda J, n: 1e-5 + 2e-6 * J + 3e-6 * n + 4e-8 * J * n  # noqa: E731
+
+    def measure(cell, cal, key, machine):
+        J, n = cell.get("n_groups"), cell.get("group_size")
+        calls.append((J, n))
+        return ShapeCost(key=key, shape=planmod._shape(cell.settings, cal), size=float(J),
+                         sample_s_per_iter=cost(J, n), post_s=0.0, compile_s=1.0, generate_s=0.0, hlm_s=0.0,
+                         score_s=0.0)
+
+    monkeypatch.setattr(planmod, "measure_shape", measure)
+    text = SMALL.replace("group_size = 8\n", "").replace("[factors]\n", "[factors]\ngroup_size = [5, 10, 40]\n")
+    text = text.split("[[exclude]]")[0]
+    p = plan_design(parse_design(text), workers=1)
+    assert sorted(calls) == [(10, 5), (10, 40), (40, 5), (40, 40)]
+    for J, n in ((20, 10), (10, 10), (40, 20), (20, 5)):
+        got = planmod._interpolate(list(p.calibration), {"n_groups": J, "group_size": n})
+        assert got["sample_s_per_iter"] == pytest.approx(cost(J, n), rel=1e-12)
 
 
 def test_doubling_replicates_doubles_the_estimate(fake_measure):

@@ -23,14 +23,16 @@ quickstart's 13 of 48 fits extended once; ``--extension-rate``).
 data set of the cell is fitted with the design's NUTS settings but one chain (chains run one
 after another inside the compiled program, so the cost is per chain), at most
 :data:`CAL_WARMUP` warm-up iterations and :data:`CAL_DRAWS` draws, and the cost per
-chain-iteration is extrapolated to the design's chains x (warm-up + draws). Only the smallest
-and the largest shape of each *cost class* (cells that differ only in J and n; a class fixes
-the likelihood path, covariates, correlation, layout, size distribution, target_accept, tree
-depth and a Beta ``pi``) are calibrated; the
-shapes in between are interpolated linearly in the problem size, the known scaling of one
-gradient: ``J`` on the sufficient-statistics path (groups whose scale design is constant within
-the group; cost per gradient O(J)), ``J * n`` on the per-observation path (a within-group
-scale covariate; O(N)). Calibrations are cached per machine in a JSON file
+chain-iteration is extrapolated to the design's chains x (warm-up + draws). Only the corner shapes of
+each *cost class* (cells that differ only in J and n; a class fixes the likelihood path,
+covariates, correlation, layout, size distribution, target_accept, tree depth and a Beta
+``pi``) are calibrated: smallest and largest J at the smallest and largest n (two fits when n
+is fixed). The shapes in between are interpolated linearly in J at each calibrated n, then
+linearly in n, following the known scaling of one gradient: O(J) on the sufficient-statistics
+path (groups whose scale design is constant within the group), O(J n) = O(N) on the
+per-observation path (a within-group scale covariate). J and n also change the NUTS steps per
+iteration (the paper design's J = 300, n = 150 costs 18x J = 50, n = 50 per iteration, not 6x),
+which is why n is calibrated too rather than assumed free. Calibrations are cached per machine in a JSON file
 (:func:`cache_path`: ``$SIMSTUDY_PLAN_CACHE``, else ``~/.cache/simstudy/plan_calibration.json``)
 keyed by CPU model, core count, simstudy/JAX/NumPyro versions and the shape, so a second plan
 fits nothing.
@@ -402,32 +404,61 @@ def effective_workers(cluster: str, workers: int | None, n_tasks: int) -> int:
     raise PlanError(f"--cluster {cluster!r}: use local, slurm, pbs or a scheduler address such as tcp://host:8786")
 
 
-def _interpolate(points: list[tuple[float, ShapeCost]], size: float) -> dict:
-    """Per-data-set figures at ``size``, linear in size between the calibrated sizes
-    (extrapolated from the two nearest outside them; proportional to size from one point)."""
-    names = ("sample_s_per_iter", "post_s", "compile_s", "generate_s", "hlm_s", "score_s")
+_FIGURES = ("sample_s_per_iter", "post_s", "compile_s", "generate_s", "hlm_s", "score_s")
+#: figures that grow with the data (compile time does not)
+_SCALING = ("sample_s_per_iter", "post_s", "generate_s", "hlm_s", "score_s")
+
+
+def _line(points: list[tuple[float, dict]], x: float, proportional: bool) -> dict:
+    """Figures at ``x``, linear between the points (extrapolated from the two nearest
+    outside them; from one point proportional to ``x`` when ``proportional``, else equal)."""
     pts = sorted(points, key=lambda p: p[0])
-    if len(pts) == 1 or all(p[0] == pts[0][0] for p in pts):
-        s0, c0 = pts[0]
-        ratio = size / s0 if s0 > 0 else 1.0
-        out = {k: getattr(c0, k) for k in names}
-        for k in ("sample_s_per_iter", "post_s", "generate_s", "hlm_s", "score_s"):
-            out[k] *= ratio
-        return out
+    xs = sorted({p[0] for p in pts})
+    if len(xs) == 1:
+        x0, f0 = pts[0]
+        ratio = x / x0 if proportional and x0 > 0 else 1.0
+        return {k: f0[k] * (ratio if k in _SCALING else 1.0) for k in _FIGURES}
     lo, hi = pts[0], pts[-1]
     for a, b in zip(pts, pts[1:]):
-        if a[0] <= size <= b[0] and b[0] > a[0]:
+        if a[0] <= x <= b[0] and b[0] > a[0]:
             lo, hi = a, b
             break
     else:
-        if size > pts[-1][0]:
-            lo, hi = pts[-2], pts[-1]
-        else:
-            lo, hi = pts[0], pts[1]
-    w = (size - lo[0]) / (hi[0] - lo[0]) if hi[0] != lo[0] else 0.0
+        lo, hi = (pts[-2], pts[-1]) if x > pts[-1][0] else (pts[0], pts[1])
+    w = (x - lo[0]) / (hi[0] - lo[0])
     # costs stay positive when extrapolating far below the smallest calibrated shape
-    return {k: max(getattr(lo[1], k) + w * (getattr(hi[1], k) - getattr(lo[1], k)), 0.1 * getattr(lo[1], k))
-            for k in names}
+    return {k: max(lo[1][k] + w * (hi[1][k] - lo[1][k]), 0.1 * min(lo[1][k], hi[1][k])) for k in _FIGURES}
+
+
+def _interpolate(costs: list[ShapeCost], settings: dict) -> dict:
+    """Per-data-set figures of a cell from its class's calibrated shapes: linear in J at
+    each calibrated group size (the cost of a gradient is linear in J on both paths), then
+    linear in n between those group sizes (exact for costs of the form a + bJ + cn + dJn).
+    From a single J the figures scale in proportion to J; from a single n, in proportion to n
+    on the per-observation path (O(N) per gradient) and not at all on the sufficient one."""
+    J, n = float(settings.get("n_groups") or 1), _mean_size(settings)
+    rows: dict[float, list[tuple[float, dict]]] = {}
+    for c in costs:
+        fig = {k: getattr(c, k) for k in _FIGURES}
+        rows.setdefault(float(_mean_size(c.shape)), []).append((float(c.shape["n_groups"]), fig))
+    at_j = [(n_k, _line(pts, J, proportional=True)) for n_k, pts in rows.items()]
+    return _line(at_j, n, proportional=likelihood_path(settings) == "per_observation")
+
+
+def _corner_cells(cells: list[Cell]) -> list[Cell]:
+    """The cells calibrated for a class: the corners (smallest/largest J x smallest/largest
+    n), each the class's cell nearest to it (log scale); one to four distinct cells."""
+    Js = [float(c.get("n_groups")) for c in cells]
+    ns = [_mean_size(c.settings) for c in cells]
+    picks: list[Cell] = []
+    for jc in (min(Js), max(Js)):
+        for nc in (min(ns), max(ns)):
+            best = min(cells, key=lambda c: (abs(math.log(float(c.get("n_groups")) / jc))
+                                             + abs(math.log(_mean_size(c.settings) / nc))))
+            if all(best.get("n_groups") != p.get("n_groups") or _mean_size(best.settings) != _mean_size(p.settings)
+                   for p in picks):
+                picks.append(best)
+    return picks
 
 
 def _compile_units(task: Task) -> tuple[list[tuple], int]:
@@ -485,9 +516,7 @@ def plan_design(design: Design, workers: int | None = None, *, cluster: str = "l
     entries = _read_cache(path)
     wanted: dict[tuple, list[tuple[Cell, dict, str]]] = {}
     for cls, cls_cells in by_class.items():
-        order = sorted(cls_cells, key=lambda c: (problem_size(c.settings), _mean_size(c.settings)))
-        picks = [order[0]] if len(order) == 1 or problem_size(order[0].settings) == problem_size(
-            order[-1].settings) else [order[0], order[-1]]
+        picks = _corner_cells(cls_cells)
         cal = _calibration_settings(picks[0].mcmc)
         wanted[cls] = [(c, _shape(c.settings, cal), calibration_key(_shape(c.settings, cal), machine, versions))
                        for c in picks]
@@ -554,8 +583,7 @@ def _estimate(design: Design, all_tasks: list[Task], costs: dict, base: dict, ra
     for t in all_tasks:
         cid = t.cell.cell_id
         if cid not in per_cell:
-            pts = [(c.size, c) for c in costs[cost_class(t.cell.settings)]]
-            per_cell[cid] = _interpolate(pts, problem_size(t.cell.settings))
+            per_cell[cid] = _interpolate(costs[cost_class(t.cell.settings)], t.cell.settings)
     sampling_total = compile_total = 0.0
     # list scheduling in submission order: each task to the worker free first
     free = [(0.0, i) for i in range(n_workers)]
