@@ -270,3 +270,14 @@ def test_run_prints_the_plan_from_the_cache_only(smoke_cache, root, tmp_path, mo
     _say_plan(d, d.tasks(), "local", 2, None, said.append)
     assert "simstudy plan" in said[-1]
     assert planmod.CALIBRATION_FITS == before  # `run` never calibrates
+
+
+def test_a_program_compiled_earlier_keeps_its_compile_time(root, tmp_path):
+    """On the sufficient-statistics path n does not change the compiled program, so the
+    second corner reuses the first one's program; its compile time is still recorded."""
+    text = (root / "designs" / "smoke.toml").read_text().replace("group_size = 10\n", "")
+    text = text.replace("[factors]\n", "[factors]\ngroup_size = [10, 12]\n")
+    p = plan_design(parse_design(text), workers=1, cache=tmp_path / "cache.json")
+    assert p.calibrated_now == 2
+    assert all(c.compile_s > 0 for c in p.calibration)
+    assert p.calibration[0].compile_s == p.calibration[1].compile_s

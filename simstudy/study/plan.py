@@ -91,11 +91,14 @@ __all__ = [
     "CALIBRATION_FITS",
 ]
 
-#: at most this many warm-up iterations and draws in a calibration fit (one chain): a shorter
-#: warm-up leaves the step size small for a larger share of the run and overstates the cost
-#: per iteration (100 + 100 iterations cost ~2x as much per iteration as 500 + 500, J = 60)
-CAL_WARMUP = 500
-CAL_DRAWS = 200
+#: at most this many warm-up iterations and draws in a calibration fit (one chain). The early
+#: warm-up (small step sizes, long trajectories) costs more per iteration than the rest, so a
+#: short calibration overstates the cost per iteration: 100 + 100 iterations cost ~2x as much
+#: per iteration as 500 + 500 (J = 60), and 500 + 200 ~1.6x as much as 1000 + 1000 (paper
+#: study 1, J = 50 and 300). With the design's own warm-up (up to 1000) and up to 500 draws the
+#: calibration is at most 1500 iterations of one chain and errs high by about 10% there.
+CAL_WARMUP = 1000
+CAL_DRAWS = 500
 #: expected extensions per fit (the quickstart: 13 of 48 fits extended once, none twice)
 EXTENSION_RATE = 0.27
 #: seconds to start the cluster and import JAX/NumPyro in the workers (once per run)
@@ -109,7 +112,7 @@ CAL_SEED = 20261201
 #: calibration fits made in this process (tests check that a cached plan makes none)
 CALIBRATION_FITS = 0
 _CACHE_VERSION = 1
-_COMPILE_SEEN: dict[str, float] = {}  # calibration key -> compile seconds measured in this process
+_COMPILE_SEEN: dict[tuple, float] = {}  # compiled program -> compile seconds measured in this process
 
 
 class PlanError(ValueError):
@@ -285,7 +288,7 @@ def measure_shape(cell: Cell, cal: dict, key: str, machine: dict) -> ShapeCost:
     import jax
 
     from ..methods.hlm import hlm
-    from ..model.sampler import fit_batch
+    from ..model.sampler import batch_key, fit_batch
     from .generate import generate
     from .scoring import score_fit
     from .task import centered_location_for
@@ -321,10 +324,13 @@ def measure_shape(cell: Cell, cal: dict, key: str, machine: dict) -> ShapeCost:
         jax.config.update("jax_enable_compilation_cache", previous)
     chains = cal["chains"]
     post = max(0.0, fit_s - fit.compile_s - fit.sample_s)
-    compile_s = float(fit.compile_s)
-    if compile_s == 0.0:  # compiled earlier in this process (a recalibration): keep that figure
-        compile_s = _COMPILE_SEEN.get(key, 0.0)
-    _COMPILE_SEEN[key] = compile_s
+    # the same program may have been compiled earlier in this process (a recalibration, or
+    # another n on the sufficient-statistics path, whose arrays depend on J only): its
+    # compile time is the one measured then
+    program = (batch_key(data, cell.priors(), centered_location=centered_location_for(spec)),
+               tuple(sorted(cal.items())), float(mcmc["target_accept"]), int(mcmc["max_tree_depth"]))
+    compile_s = float(fit.compile_s) or _COMPILE_SEEN.get(program, 0.0)
+    _COMPILE_SEEN.setdefault(program, compile_s)
     return ShapeCost(
         key=key, shape=_shape(cell.settings, cal), size=problem_size(cell.settings),
         sample_s_per_iter=fit.sample_s / (chains * (cal["warmup"] + cal["draws"])),
@@ -683,7 +689,8 @@ def format_plan(plan: Plan, brief: bool = False) -> str:
             f"compile {_fmt_s(plan.est_compile_s or 0)} of core time)",
         ]
     if plan.calibration:
-        made = f"{plan.calibrated_now} measured now in {plan.calibration_s:.0f} s" if plan.calibrated_now else "all cached"
+        made = (f"{plan.calibrated_now} measured now in {plan.calibration_s:.0f} s" if plan.calibrated_now
+                else "all cached")
         lines.append(f"  calibration ({made}; cache {plan.cache}):")
         lines += [f"    {c.describe()}" for c in plan.calibration]
     lines += [f"  note: {n}" for n in plan.notes]
