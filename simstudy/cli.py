@@ -93,6 +93,12 @@ def plan(
 ):
     """Before running a design: cells, tasks, fits, memory per task, estimated wall time and core-hours."""
     import json
+    import os
+
+    from .study.cluster import worker_env
+
+    # calibrate as a worker runs: one XLA thread (set before JAX starts)
+    os.environ.update(worker_env())
 
     from .study.design import DesignError, load_design
     from .study.limits import ResourceError

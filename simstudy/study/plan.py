@@ -101,8 +101,9 @@ CAL_WARMUP = 1000
 CAL_DRAWS = 500
 #: expected extensions per fit (the quickstart: 13 of 48 fits extended once, none twice)
 EXTENSION_RATE = 0.27
-#: seconds to start the cluster and import JAX/NumPyro in the workers (once per run)
-START_S = 8.0
+#: seconds to start the cluster, create the store and import JAX/NumPyro in the workers (once per
+#: run; the quickstart spent 7 s outside its tasks loop, and a worker imports JAX in its first task)
+START_S = 15.0
 #: seconds per task of writing its block to the store and reporting back
 WRITE_S = 0.3
 #: loading a compiled program from the persistent cache, as a share of compiling it
@@ -486,7 +487,9 @@ def plan_design(design: Design, workers: int | None = None, *, cluster: str = "l
     the cache only, leaving the time estimate None when a shape is missing. ``recalibrate``:
     measure every shape again. ``extension_rate``: expected extensions per fit (default
     :data:`EXTENSION_RATE`). ``progress``: optional ``callable(str)`` told about each
-    calibration fit."""
+    calibration fit. Calibrate in a process set up as a worker is (one XLA thread:
+    :func:`simstudy.study.cluster.worker_env` in the environment before JAX starts, as
+    ``simstudy plan`` does); multi-threaded XLA on a busy machine measured up to ~10x slower."""
     from .limits import largest_task
 
     rate = EXTENSION_RATE if extension_rate is None else extension_rate
