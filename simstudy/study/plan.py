@@ -559,9 +559,7 @@ def plan_design(design: Design, workers: int | None = None, *, cluster: str = "l
     shown = tuple(c for cls in costs for c in costs[cls])
     base.update(calibration=shown, calibrated_now=measured, calibration_s=cal_s, cache=str(path))
     if uncalibrated:
-        return Plan(**base, uncalibrated=tuple(uncalibrated),
-                    notes=("no calibration for these shapes on this machine yet: run `simstudy plan DESIGN` "
-                           "(a short fit of the smallest and largest shapes) for a time estimate",))
+        return Plan(**base, uncalibrated=tuple(uncalibrated))
     return _estimate(design, all_tasks, costs, base, rate, n_workers, mcmc_on)
 
 
