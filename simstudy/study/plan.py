@@ -515,7 +515,7 @@ def plan_design(design: Design, workers: int | None = None, *, cluster: str = "l
         return Plan(**base, est_wall_s=0.0, est_core_hours=0.0, est_compile_s=0.0, est_sampling_s=0.0,
                     est_task_s_max=0.0, cache=str(path))
 
-    # the shapes to calibrate: smallest and largest problem size of each cost class
+    # the shapes to calibrate: the J x n corners of each cost class
     by_class: dict[tuple, list[Cell]] = {}
     for t in all_tasks:
         by_class.setdefault(cost_class(t.cell.settings), [])
@@ -525,10 +525,8 @@ def plan_design(design: Design, workers: int | None = None, *, cluster: str = "l
     entries = _read_cache(path)
     wanted: dict[tuple, list[tuple[Cell, dict, str]]] = {}
     for cls, cls_cells in by_class.items():
-        picks = _corner_cells(cls_cells)
-        cal = _calibration_settings(picks[0].mcmc)
-        wanted[cls] = [(c, _shape(c.settings, cal), calibration_key(_shape(c.settings, cal), machine, versions))
-                       for c in picks]
+        shapes = [(c, _shape(c.settings, _calibration_settings(c.mcmc))) for c in _corner_cells(cls_cells)]
+        wanted[cls] = [(c, sh, calibration_key(sh, machine, versions)) for c, sh in shapes]
 
     t_cal = time.perf_counter()
     costs: dict[tuple, list[ShapeCost]] = {}
