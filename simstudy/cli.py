@@ -86,7 +86,8 @@ def plan(
     cluster: str = typer.Option("local", help="local | slurm | pbs | tcp://SCHEDULER:PORT (then --workers is needed)"),
     calibrate: bool = typer.Option(True, help="fit the shapes this machine has no calibration for (a few seconds "
                                    "each); --no-calibrate: counts only unless cached"),
-    recalibrate: bool = typer.Option(False, "--recalibrate", help="measure every shape again (e.g. on an idle machine)"),
+    recalibrate: bool = typer.Option(False, "--recalibrate",
+                                     help="measure every shape again (e.g. on an idle machine)"),
     extension_rate: Optional[float] = typer.Option(None, "--extension-rate",
                                                    help="expected extensions per fit (default 0.27)"),
     as_json: bool = typer.Option(False, "--json", help="print the plan as JSON"),

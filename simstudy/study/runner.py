@@ -18,7 +18,9 @@ same numbers on any number of workers, and an interrupted, resumed run gives exa
 numbers of an uninterrupted one (tests/test_runner.py checks both). Timings differ.
 
 Before anything runs, the design's cells and tasks are counted against limits and the
-largest task's memory estimated against a worker's (:mod:`simstudy.study.limits`). One
+largest task's memory estimated against a worker's (:mod:`simstudy.study.limits`); the plan of
+the tasks to run (counts, and wall time / core-hours from this machine's calibration cache:
+:mod:`simstudy.study.plan`, never a calibration fit) is printed. One
 runner per store: :func:`run_study` takes the store's lock (:mod:`simstudy.study.lock`)
 before it creates, opens or extends the store; a second runner raises
 :class:`StoreBusyError` naming the holder, or with ``join=True`` shares the store. Every
