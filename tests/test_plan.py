@@ -225,9 +225,10 @@ def test_cache_is_invalidated_when_the_key_changes(smoke_cache, root, monkeypatc
     monkeypatch.setattr(planmod, "measure_shape", lambda *a: calls.append(a[0].label) or real(*a))
     plan_design(d, workers=2, cache=local)
     assert calls == []  # same machine, versions and shape: cached
-    monkeypatch.setattr(planmod, "_versions", lambda: {"simstudy": "99.0", "jax": "x", "numpyro": "y"})
+    versions = dict(planmod._versions(), model_source="another sampler")
+    monkeypatch.setattr(planmod, "_versions", lambda: versions)
     p = plan_design(d, workers=2, cache=local)
-    assert len(calls) == 1 and p.calibrated_now == 1  # another simstudy version: measured again
+    assert len(calls) == 1 and p.calibrated_now == 1  # the model's source changed: measured again
     monkeypatch.setattr(planmod, "machine_info", lambda: {"cpu": "another CPU", "cores": 64})
     plan_design(d, workers=2, cache=local)
     assert len(calls) == 2  # another machine: measured again

@@ -34,8 +34,8 @@ per-observation path (a within-group scale covariate). J and n also change the N
 iteration (the paper design's J = 300, n = 150 costs 18x J = 50, n = 50 per iteration, not 6x),
 which is why n is calibrated too rather than assumed free. Calibrations are cached per machine in a JSON file
 (:func:`cache_path`: ``$SIMSTUDY_PLAN_CACHE``, else ``~/.cache/simstudy/plan_calibration.json``)
-keyed by CPU model, core count, simstudy/JAX/NumPyro versions and the shape, so a second plan
-fits nothing.
+keyed by CPU model, core count, simstudy/JAX/NumPyro versions, a hash of the model package's
+source (so a faster sampler invalidates them) and the shape, so a second plan fits nothing.
 
 Compilation: one program per distinct compiled shape (``Task.shape_key``; on the
 per-observation path with ragged group sizes one per data set) and, when extensions are
@@ -221,13 +221,24 @@ def _versions() -> dict:
 
     from .. import __version__
 
-    out = {"simstudy": __version__}
+    out = {"simstudy": __version__, "model_source": _model_source_hash()}
     for pkg in ("jax", "numpyro"):
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:  # pragma: no cover
             out[pkg] = ""
     return out
+
+
+def _model_source_hash() -> str:
+    """sha256 of the model package's source (sampler, likelihood, results): a change there
+    (e.g. a faster likelihood) invalidates the calibrations even when the version is unchanged."""
+    digest = hashlib.sha256()
+    folder = Path(__file__).resolve().parents[1] / "model"
+    for path in sorted(folder.glob("*.py")):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def calibration_key(shape: dict, machine: dict | None = None, versions: dict | None = None) -> str:
