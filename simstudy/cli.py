@@ -1,4 +1,4 @@
-"""Command line: ``simstudy run / status / summarize / plot / report / fit / sensitivity / hlm / compare / generate``.
+"""Command line: ``simstudy run / plan / status / summarize / plot / report / fit / sensitivity / hlm / compare / generate``.
 
 Each command parses its options and delegates to one function of the module that owns the
 work; heavy imports happen inside the commands so ``simstudy --help`` is instant.
@@ -76,6 +76,49 @@ def run(
     except (DesignError, StoreError, ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
     raise typer.Exit(code=summary.exit_code)
+
+
+@app.command()
+def plan(
+    design: Path = typer.Argument(..., help="study design TOML file"),
+    workers: Optional[int] = typer.Option(None, help="worker processes (local) or jobs (slurm/pbs); default as "
+                                          "`simstudy run`: the CPUs here, at most one per task"),
+    cluster: str = typer.Option("local", help="local | slurm | pbs | tcp://SCHEDULER:PORT (then --workers is needed)"),
+    calibrate: bool = typer.Option(True, help="fit the shapes this machine has no calibration for (a few seconds "
+                                   "each); --no-calibrate: counts only unless cached"),
+    recalibrate: bool = typer.Option(False, "--recalibrate",
+                                     help="measure every shape again (e.g. on an idle machine)"),
+    extension_rate: Optional[float] = typer.Option(None, "--extension-rate",
+                                                   help="expected extensions per fit (default 0.27)"),
+    as_json: bool = typer.Option(False, "--json", help="print the plan as JSON"),
+):
+    """Before running a design: cells, tasks, fits, memory per task, estimated wall time and core-hours."""
+    import json
+    import os
+
+    from .study.cluster import worker_env
+
+    # calibrate as a worker runs: one XLA thread (set before JAX starts)
+    os.environ.update(worker_env())
+
+    from .study.design import DesignError, load_design
+    from .study.limits import ResourceError
+    from .study.plan import PlanError, format_plan, plan_design
+
+    if workers is not None and workers < 1:
+        _fail(f"--workers must be at least 1, got {workers}")
+    if extension_rate is not None and not extension_rate >= 0:
+        _fail(f"--extension-rate must be a number >= 0 (expected extensions per fit), got {extension_rate}")
+    if not design.is_file():
+        _fail(f"no design file {design}; give the path of a design TOML file (e.g. designs/quickstart.toml)")
+    try:
+        d = load_design(design)
+        say = None if as_json else (lambda msg: typer.echo(msg, err=True))
+        result = plan_design(d, workers, cluster=cluster, calibrate=calibrate, recalibrate=recalibrate,
+                             extension_rate=extension_rate, progress=say)
+    except (DesignError, ResourceError, PlanError) as exc:
+        _fail(str(exc))
+    typer.echo(json.dumps(result.to_dict(), indent=1, default=str) if as_json else format_plan(result))
 
 
 @app.command()

@@ -18,7 +18,9 @@ same numbers on any number of workers, and an interrupted, resumed run gives exa
 numbers of an uninterrupted one (tests/test_runner.py checks both). Timings differ.
 
 Before anything runs, the design's cells and tasks are counted against limits and the
-largest task's memory estimated against a worker's (:mod:`simstudy.study.limits`). One
+largest task's memory estimated against a worker's (:mod:`simstudy.study.limits`); the plan of
+the tasks to run (counts, and wall time / core-hours from this machine's calibration cache:
+:mod:`simstudy.study.plan`, never a calibration fit) is printed. One
 runner per store: :func:`run_study` takes the store's lock (:mod:`simstudy.study.lock`)
 before it creates, opens or extends the store; a second runner raises
 :class:`StoreBusyError` naming the holder, or with ``join=True`` shares the store. Every
@@ -459,6 +461,8 @@ def _run_pending(design, info, all_tasks, run_id, leases, joined, *, cluster, wo
         return summary
     n_fits = sum(len(t.replicates) for t, _ in todo)
     say(f"{len(todo)} of {len(all_tasks)} tasks to run ({n_fits} fits)")
+    if progress:
+        _say_plan(design, [t for t, _ in todo], cluster, workers, client, say)
 
     t0 = time.perf_counter()
     labels = {t.task_id: t.cell.label for t, _ in todo}
@@ -545,6 +549,24 @@ def _run_pending(design, info, all_tasks, run_id, leases, joined, *, cluster, wo
         f"{summary.fits_not_converged} not converged{elsewhere}")
     _finish(summary, say)
     return summary
+
+
+def _say_plan(design: Design, tasks: list[Task], cluster: str, workers: int | None, client, say) -> None:
+    """Print the plan of the tasks to run (:mod:`simstudy.study.plan`) from this machine's
+    calibration cache only: no calibration fit delays the start (without a cache entry the
+    counts are printed and ``simstudy plan`` is named for the time). Never fails the run."""
+    from .plan import format_plan, plan_design
+
+    try:
+        if client is not None:
+            n = len(client.scheduler_info().get("workers", {})) or 1
+            plan = plan_design(design, n, calibrate=False, tasks=tasks)
+        else:
+            plan = plan_design(design, workers, cluster=cluster, calibrate=False, tasks=tasks)
+    except Exception as exc:  # noqa: BLE001 - an estimate must never stop a run
+        say(f"plan: not available ({exc})")
+        return
+    say(format_plan(plan, brief=True))
 
 
 def _poll_s() -> float:
