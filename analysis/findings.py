@@ -80,6 +80,10 @@ def main(argv=None, client=None) -> int:
     (tests) instead of ``--cluster``. Returns the worst exit code of the runs (0: all complete)."""
     a = parse_args(argv)
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    from simstudy.study.cluster import worker_env
+
+    # the plan's calibration fits run here: one XLA thread, as on the workers it times
+    os.environ.update(worker_env())
     from simstudy.findings.document import write_findings
     from simstudy.findings.run import run_designs
     from simstudy.findings.subsets import designs_for
@@ -88,7 +92,7 @@ def main(argv=None, client=None) -> int:
     if not a.report_only:
         designs = designs_for(a.config, a.designs)  # every subset checked before anything runs
         codes = run_designs(designs, a.results, a.config, cluster=a.cluster, workers=a.workers, client=client,
-                            progress=not a.quiet)
+                            progress=not a.quiet, plan=a.config != "smoke")
         code = max(codes.values(), default=0)
         from simstudy.study.runner import EXIT_INTERRUPTED
 

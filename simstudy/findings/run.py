@@ -24,7 +24,8 @@ def runs_file(results: str | Path) -> Path:
 
 
 def read_runs(results: str | Path) -> list[dict]:
-    """Records of earlier runs (``[]`` when none): study, config, cluster, workers, fits_run, seconds."""
+    """Records of earlier runs (``[]`` when none): study, config, cluster, workers, fits_run,
+    seconds, planned_s (the plan's estimate made before the study's first run, else None)."""
     p = runs_file(results)
     return json.loads(p.read_text()) if p.exists() else []
 
@@ -44,12 +45,27 @@ def holds_more(path: Path, design: Design) -> str | None:
     return None
 
 
+def planned_seconds(design: Design, workers: int, cluster: str, progress: bool) -> float | None:
+    """``simstudy plan``'s wall-time estimate of ``design`` (calibrating shapes the per-machine
+    cache lacks; :func:`simstudy.study.plan.plan_design`), or None when it cannot be made."""
+    from ..study.plan import plan_design
+
+    try:
+        est = plan_design(design, workers=workers, cluster=cluster).est_wall_s
+    except Exception as exc:  # an estimate is a nicety: never stop the run for it
+        if progress:
+            print(f"{design.name}: plan estimate not available ({exc})")
+        return None
+    return None if est is None else round(float(est), 1)
+
+
 def run_designs(designs: dict[str, Design], results: str | Path, config: str, *, cluster: str = "local",
-                workers: int = 2, client=None, progress: bool = True) -> dict[str, int]:
+                workers: int = 2, client=None, progress: bool = True, plan: bool = True) -> dict[str, int]:
     """Run (or resume) every design into ``store_path(results, study)``; returns each
     study's exit code (:class:`simstudy.study.runner.RunSummary`). A store already holding a
     larger design that extends the study's (:func:`holds_more`) is skipped (no code); an
-    interrupted run stops the loop (its code says so)."""
+    interrupted run stops the loop (its code says so). ``plan``: before a study's first run
+    (no store yet), record ``simstudy plan``'s estimate of its wall time (``planned_s``)."""
     from ..study.runner import run_study
 
     results = Path(results)
@@ -61,13 +77,17 @@ def run_designs(designs: dict[str, Design], results: str | Path, config: str, *,
             if progress:
                 print(f"{study}: {why}")
             continue
+        planned = None
+        if plan and not store_path(results, study).exists():
+            planned = planned_seconds(design, workers, cluster if client is None else "local", progress)
         s = run_study(design, store_path(results, study), cluster=cluster, workers=workers, client=client,
                       progress=progress, command=f"analysis/findings.py --config {config}")
         codes[study] = s.exit_code
         if s.fits_run:
             runs = read_runs(results)
             runs.append({"study": study, "config": config, "cluster": cluster if client is None else "client",
-                         "workers": workers, "fits_run": s.fits_run, "seconds": round(s.seconds, 1)})
+                         "workers": workers, "fits_run": s.fits_run, "seconds": round(s.seconds, 1),
+                         "planned_s": planned})
             runs_file(results).write_text(json.dumps(runs, indent=1) + "\n")
         if s.interrupted:  # Ctrl-C / SIGTERM: stop here, the next invocation resumes
             break
