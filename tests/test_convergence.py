@@ -152,3 +152,16 @@ def test_fit_command_advice_names_the_parameter_and_settings(short_fits):
     assert v.worst_param and v.worst_param in text
     assert "after 0 extension(s) (150 draws per chain)" in text
     assert "--draws 300" in text or "target_accept" in text
+
+
+def test_parallel_chains_are_extended_with_the_sequential_draws():
+    # 4 chains in 2 parts of 2 (the 2-chain programs of short_fits), extended in the same parts
+    data = generate(SPEC, 11)[0]
+    kw = dict(SHORT, chains=4)
+    seq = fit(data, PRIORS, **kw, seed=1, max_extensions=2, chain_method="sequential")
+    par = fit(data, PRIORS, **kw, seed=1, max_extensions=2, chain_method="parallel", chain_workers=2)
+    assert seq.extensions >= 1 and par.extensions == seq.extensions and par.extra["chain_workers"] == 2
+    for name in ("tau", "beta", "incl_prob"):
+        np.testing.assert_array_equal(par.posterior[name].values, seq.posterior[name].values)
+    np.testing.assert_array_equal(par.sample_stats["energy"].values, seq.sample_stats["energy"].values)
+    assert par.converged == seq.converged and par.status == seq.status
