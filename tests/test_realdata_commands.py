@@ -285,6 +285,7 @@ ERRORS = [
     pytest.param("data.csv", LOC, SCALE, ["--scale-sd", "half_t(3)"], "half_t", id="bad-sd-prior"),
     pytest.param("data.csv", LOC, SCALE, ["--chains", "0"], "chains", id="bad-chains"),
     pytest.param("data.csv", LOC, SCALE, ["--threshold", "1.5"], "threshold", id="bad-threshold"),
+    pytest.param("data.csv", LOC, SCALE, ["--chain-method", "pmap"], "--chain-method", id="bad-chain-method"),
 ]
 
 
