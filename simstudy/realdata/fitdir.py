@@ -44,7 +44,8 @@ def _jsonable(value):
 
 def fit_info(fit, *, threshold: float, loo=None, waic=None, data_file=None, extra: dict | None = None) -> dict:
     """What ``fit.json`` records: formulas, priors, settings, timings, diagnostics, data."""
-    import arviz
+    from importlib.metadata import version  # not `import arviz`: it imports matplotlib (start-up)
+
     import jax
     import numpyro
 
@@ -86,7 +87,7 @@ def fit_info(fit, *, threshold: float, loo=None, waic=None, data_file=None, extr
         },
         "n_flagged": int(table["flagged"].sum()),
         "versions": {"simstudy": __version__, "jax": jax.__version__, "numpyro": numpyro.__version__,
-                     "arviz": arviz.__version__},
+                     "arviz": version("arviz")},
     }
     if loo is not None:
         k = np.asarray(loo.pareto_k).ravel()
