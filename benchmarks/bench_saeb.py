@@ -84,17 +84,29 @@ def chains_child(model: str, chains: int, warmup: int, draws: int, rounds: int) 
     from simstudy.realdata.fit_formula import make_priors
     from simstudy.realdata.formula import melsm_data_from_formulas
 
+    import resource
+
     data = melsm_data_from_formulas(add_saeb_predictors(load_saeb(), grand_mean="students"), *MODELS[model])
     priors = make_priors(pi=0.5)
     times = {"sequential": [], "parallel": []}
     draws_of = {}
+
+    def cpu() -> float:
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+
     for _ in range(rounds + 1):  # the first round compiles (not counted)
         for method in times:
+            c0 = cpu()
             res = fit(data, priors, chains=chains, warmup=warmup, draws=draws, seed=1, chain_method=method)
-            times[method].append(res.sample_s)
+            # cores this process got while sampling: CPU seconds (all threads; sampling dominates a
+            # compiled fit) over sampling seconds
+            times[method].append((res.sample_s, (cpu() - c0) / res.sample_s))
             draws_of[method] = res.posterior["tau"].values
+    best = {m: min(t[1:]) for m, t in times.items()}
     return {
-        "sequential": min(times["sequential"][1:]), "parallel": min(times["parallel"][1:]),
+        "sequential": best["sequential"][0], "parallel": best["parallel"][0],
+        "cores_sequential": best["sequential"][1], "cores_parallel": best["parallel"][1],
         "workers": chain_workers("parallel", chains),
         "identical": bool(np.array_equal(draws_of["sequential"], draws_of["parallel"])),
     }
@@ -159,7 +171,9 @@ def main() -> None:
         print(f"{label:<16}" + "".join(f"{stages[n]:13.2f}" for n in names) + f"{wall:10.2f}")
     print(f"\n{models[0]} sampling, {args.chains} chains x ({args.warmup} + {args.draws}), best of {args.rounds}: "
           f"sequential {cmp['sequential']:.2f} s, parallel ({cmp['workers']} parts at once) {cmp['parallel']:.2f} s, "
-          f"speed-up x{cmp['sequential'] / cmp['parallel']:.2f}; draws identical: {cmp['identical']}")
+          f"speed-up x{cmp['sequential'] / cmp['parallel']:.2f}; draws identical: {cmp['identical']}; cores the "
+          f"process got while sampling: {cmp['cores_sequential']:.2f} sequential, {cmp['cores_parallel']:.2f} parallel "
+          "(the kernel shares CPU between sessions, so a busy machine caps the parallel gain)")
 
 
 if __name__ == "__main__":
