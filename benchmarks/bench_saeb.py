@@ -34,7 +34,7 @@ STAGES = ("imports", "prep", "compile", "sampling", "loglik", "loo", "waic", "su
 
 def child(model: str, chains: int, warmup: int, draws: int, chain_method: str | None) -> dict:
     """One `simstudy fit`-like run; returns the seconds per stage."""
-    t = {}
+    t = {"_begin": time.time()}
     t0 = time.perf_counter()
     import simstudy.cli  # noqa: F401  (what `simstudy fit` imports before the command runs)
     from simstudy.datasets import add_saeb_predictors, load_saeb
@@ -70,6 +70,7 @@ def child(model: str, chains: int, warmup: int, draws: int, chain_method: str | 
     with tempfile.TemporaryDirectory() as d:
         write_fit_dir(result, os.path.join(d, "fit"), loo=loo, waic=waic)
     t["writing"] = time.perf_counter() - t0
+    t["_end"] = time.time()
     return t
 
 
@@ -113,12 +114,16 @@ def chains_child(model: str, chains: int, warmup: int, draws: int, rounds: int) 
 
 
 def _run_child(extra: list[str], env: dict) -> tuple[dict, float]:
-    t0 = time.perf_counter()
+    t0, start = time.perf_counter(), time.time()
     out = subprocess.run([sys.executable, __file__, *extra], env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
+    wall, end = time.perf_counter() - t0, time.time()
     if out.returncode != 0:
         raise SystemExit(f"child {extra} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1]), wall
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    if "_begin" in result:  # interpreter start (before the child's first line) and teardown (after its last)
+        result["start-up"] = result.pop("_begin") - start
+        result["teardown"] = end - result.pop("_end")
+    return result, wall
 
 
 def main() -> None:
@@ -154,26 +159,25 @@ def main() -> None:
                         env["PYTHONPATH"] = tree
                     stages, wall = _run_child(["--child", model, *mcmc, "--chain-method",
                                                "none" if tree else args.chain_method], env)
-                    stages["start-up"] = wall - sum(stages.values())  # interpreter start and teardown
                     stages["pre-sampling"] = stages["start-up"] + stages["imports"] + stages["prep"] + stages["compile"]
                     rows.append((f"{label}{model} {state}", wall, stages))
                     print(f"{label}{model} {state}: {wall:.1f} s wall", flush=True)
     with tempfile.TemporaryDirectory() as cache:
         env = dict(os.environ, SIMSTUDY_JAX_CACHE=cache, JAX_PLATFORMS="cpu")
         cmp, _ = _run_child(["--chains-child", models[0], *mcmc, "--rounds", str(args.rounds)], env)
-    names = ("start-up",) + STAGES + ("pre-sampling",)
+    names = ("start-up",) + STAGES + ("teardown", "pre-sampling")
     print(f"\n{args.chains} chains x ({args.warmup} + {args.draws}); seconds per stage, chain_method="
           f"{args.chain_method} (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores); "
-          "pre-sampling = start-up + imports + prep + compile")
+          "start-up = interpreter start; pre-sampling = start-up + imports + prep + compile")
     if rows:
         print(f"{'run':<16}" + "".join(f"{n:>13}" for n in names) + f"{'total':>10}")
     for label, wall, stages in rows:
         print(f"{label:<16}" + "".join(f"{stages[n]:13.2f}" for n in names) + f"{wall:10.2f}")
     print(f"\n{models[0]} sampling, {args.chains} chains x ({args.warmup} + {args.draws}), best of {args.rounds}: "
           f"sequential {cmp['sequential']:.2f} s, parallel ({cmp['workers']} parts at once) {cmp['parallel']:.2f} s, "
-          f"speed-up x{cmp['sequential'] / cmp['parallel']:.2f}; draws identical: {cmp['identical']}; cores the "
-          f"process got while sampling: {cmp['cores_sequential']:.2f} sequential, {cmp['cores_parallel']:.2f} parallel "
-          "(the kernel shares CPU between sessions, so a busy machine caps the parallel gain)")
+          f"speed-up x{cmp['sequential'] / cmp['parallel']:.2f}; draws identical: {cmp['identical']}; CPU seconds of "
+          f"the fit call per sampling second: {cmp['cores_sequential']:.2f} sequential, {cmp['cores_parallel']:.2f} "
+          "parallel (diagnostics included; the kernel shares CPU between sessions, so a busy machine caps the gain)")
 
 
 if __name__ == "__main__":
