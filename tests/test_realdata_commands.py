@@ -198,6 +198,7 @@ def test_cli_fit_json_and_summary(cli_fit):
     assert info["location_formula"] == LOC and info["scale_formula"] == SCALE
     assert info["data_file"] == "data.csv"
     assert info["settings"]["chains"] == 2 and info["settings"]["draws"] == 150 and info["settings"]["seed"] == 2
+    assert info["settings"]["chain_workers"] == 1  # 2 chains (and tests ask for sequential chains)
     assert info["priors"]["pi"] == 0.5 and info["priors"]["scale_sd"] == "half_t(3, 1)"
     assert info["n_obs"] == J * N_PER and info["n_groups"] == J
     for key in ("compile", "sampling", "loo_waic", "total"):

@@ -71,6 +71,7 @@ def fit_info(fit, *, threshold: float, loo=None, waic=None, data_file=None, extr
         "settings": {
             "chains": s.chains, "warmup": s.warmup, "draws": s.draws, "target_accept": s.target_accept,
             "max_tree_depth": s.max_tree_depth, "seed": fit.seed, "threshold": threshold,
+            "chain_workers": int(fit.extra.get("chain_workers", 1)),  # chains run in this many parts at once
         },
         "timings_s": {"compile": fit.compile_s, "sampling": fit.sample_s},
         "diagnostics": {
