@@ -5,6 +5,8 @@ Exact equality is what the maths demands here: each part is run by the same comp
 per-chain loop body on the same keys and initial values (XLA host devices with ``shard_map``,
 or parts of one chain, could not promise this; see the module docstring)."""
 
+import inspect
+
 import numpy as np
 import pytest
 
@@ -88,6 +90,8 @@ def test_chain_method_choices_and_errors(monkeypatch):
     assert chain_workers("parallel", 8, workers=3) == 3
     assert chain_workers("parallel", 5, workers=8) == 2  # parts of at least two chains
     assert chain_workers("parallel", 2, workers=8) == 1
+    monkeypatch.delenv("SIMSTUDY_CHAIN_METHOD", raising=False)
+    assert chain_workers("auto", 4, workers=2) == 2  # auto without the variable: parallel
     monkeypatch.setenv("SIMSTUDY_CHAIN_METHOD", "sequential")
     assert chain_workers("auto", 4, workers=2) == 1
     monkeypatch.setenv("SIMSTUDY_CHAIN_METHOD", "parallel")
@@ -108,3 +112,13 @@ def test_chain_method_choices_and_errors(monkeypatch):
     with pytest.raises(ValueError, match="chain_method"):
         fit(data, **SMALL, chain_method="threads")
     assert fitmod.TRACE_COUNT == traces
+
+
+def test_grid_stays_sequential():
+    # grid workers fit with fit_batch (sequential unless asked) and get the variable that makes
+    # any single fit on a worker sequential too: one thread per worker
+    from simstudy.study.cluster import worker_env
+
+    assert inspect.signature(fit_batch).parameters["chain_method"].default == "sequential"
+    assert worker_env()["SIMSTUDY_CHAIN_METHOD"] == "sequential"
+    assert inspect.signature(fit).parameters["chain_method"].default == "auto"

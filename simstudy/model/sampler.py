@@ -5,7 +5,8 @@
 vmapped over chains and over datasets, compiled ahead of time and cached by
 (model structure, MCMC settings, argument shapes). Prior values are runtime arguments, so
 refitting a same-shaped dataset, or the same dataset under another ``pi`` or SD prior,
-reuses the compiled program.
+reuses the compiled program. ``chain_method="parallel"`` splits the chains into parts run at
+once by one compiled program (:mod:`.chains`): the same draws, on more cores.
 """
 
 from __future__ import annotations
