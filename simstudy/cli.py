@@ -228,6 +228,10 @@ def fit_cmd(
     out: Optional[Path] = typer.Option(None, help="directory for posterior (.nc), group CSV and plots"),
     plots: bool = typer.Option(False, "--plots", help="also write the pip / funnel / outcome plots"),
     dropna: bool = typer.Option(False, "--dropna", help="drop rows with missing (NaN) or infinite (inf, -inf) values in used columns"),
+    chain_method: str = typer.Option("auto", "--chain-method",
+                                     help="auto | parallel | sequential: run the chains at once on the usable cores "
+                                          "(parts of at least 2 chains; the same draws as sequential) or one after "
+                                          "another; auto = parallel unless $SIMSTUDY_CHAIN_METHOD=sequential"),
 ):
     """Fit the SS-MELSM to a CSV file with mixed-model formulas and print the summary."""
     from .realdata.commands import fit_command
@@ -235,7 +239,7 @@ def fit_cmd(
     fit_command(
         data, location=location, scale=scale, pi=pi, scale_sd=scale_sd, location_sd=location_sd,
         chains=chains, warmup=warmup, draws=draws, seed=seed, threshold=threshold, out=out,
-        plots=plots, dropna=dropna, max_extensions=max_extensions,
+        plots=plots, dropna=dropna, max_extensions=max_extensions, chain_method=chain_method,
     )
 
 
@@ -276,13 +280,17 @@ def sensitivity(
     psense: bool = typer.Option(True, help="power-scaling sensitivity (arviz_stats.psense) of the default fit"),
     dropna: bool = typer.Option(False, "--dropna", help="drop rows with missing values in used columns"),
     progress: bool = typer.Option(True, help="show a progress bar"),
+    chain_method: str = typer.Option("auto", "--chain-method",
+                                     help="auto | parallel | sequential: run the chains at once on the usable cores "
+                                          "(parts of at least 2 chains; the same draws as sequential) or one after "
+                                          "another; auto = parallel unless $SIMSTUDY_CHAIN_METHOD=sequential"),
 ):
     """Refit one dataset under every (pi, scale-SD prior) combination: would the flags survive another prior?"""
     from .realdata.sensitivity import sensitivity_command
 
     sensitivity_command(data, location=location, scale=scale, pi=pi, scale_sd=scale_sd, out=out, threshold=threshold,
                         chains=chains, warmup=warmup, draws=draws, seed=seed, dropna=dropna, psense=psense,
-                        progress=progress)
+                        progress=progress, chain_method=chain_method)
 
 
 @app.command()

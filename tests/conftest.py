@@ -9,6 +9,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("SIMSTUDY_JAX_CACHE", str(ROOT / ".jax_cache"))
 os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+# single fits run their chains sequentially in tests (shared compiled programs, one core per
+# xdist worker); tests/test_chains.py asks for parallel chains explicitly
+os.environ.setdefault("SIMSTUDY_CHAIN_METHOD", "sequential")
 
 import pytest  # noqa: E402
 

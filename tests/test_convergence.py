@@ -171,3 +171,16 @@ def test_divergent_fit_is_rerun_with_smaller_steps(short_fits):
     batch = fit_batch([data[0], data[1]], PRIORS, **loose, seeds=[1, 3], max_extensions=1)
     np.testing.assert_array_equal(batch[1].posterior["tau"].values, rerun.posterior["tau"].values)
     assert batch[1].reruns == 1
+
+
+def test_parallel_chains_are_extended_with_the_sequential_draws():
+    # 4 chains in 2 parts of 2 (the 2-chain programs of short_fits), extended in the same parts
+    data = generate(SPEC, 11)[0]
+    kw = dict(SHORT, chains=4)
+    seq = fit(data, PRIORS, **kw, seed=1, max_extensions=2, chain_method="sequential")
+    par = fit(data, PRIORS, **kw, seed=1, max_extensions=2, chain_method="parallel", chain_workers=2)
+    assert seq.extensions >= 1 and par.extensions == seq.extensions and par.extra["chain_workers"] == 2
+    for name in ("tau", "beta", "incl_prob"):
+        np.testing.assert_array_equal(par.posterior[name].values, seq.posterior[name].values)
+    np.testing.assert_array_equal(par.sample_stats["energy"].values, seq.sample_stats["energy"].values)
+    assert par.converged == seq.converged and par.status == seq.status

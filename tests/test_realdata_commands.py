@@ -198,6 +198,7 @@ def test_cli_fit_json_and_summary(cli_fit):
     assert info["location_formula"] == LOC and info["scale_formula"] == SCALE
     assert info["data_file"] == "data.csv"
     assert info["settings"]["chains"] == 2 and info["settings"]["draws"] == 150 and info["settings"]["seed"] == 2
+    assert info["settings"]["chain_workers"] == 1  # 2 chains (and tests ask for sequential chains)
     assert info["priors"]["pi"] == 0.5 and info["priors"]["scale_sd"] == "half_t(3, 1)"
     assert info["n_obs"] == J * N_PER and info["n_groups"] == J
     for key in ("compile", "sampling", "loo_waic", "total"):
@@ -285,6 +286,7 @@ ERRORS = [
     pytest.param("data.csv", LOC, SCALE, ["--scale-sd", "half_t(3)"], "half_t", id="bad-sd-prior"),
     pytest.param("data.csv", LOC, SCALE, ["--chains", "0"], "chains", id="bad-chains"),
     pytest.param("data.csv", LOC, SCALE, ["--threshold", "1.5"], "threshold", id="bad-threshold"),
+    pytest.param("data.csv", LOC, SCALE, ["--chain-method", "pmap"], "--chain-method", id="bad-chain-method"),
 ]
 
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 
-import arviz as az
+import arviz_base
+import arviz_stats  # not `import arviz`: that also imports arviz_plots and matplotlib (start-up)
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -124,7 +125,7 @@ class FitResult:
         if "corr" in post:
             # keep each correlation once (lower triangle)
             post = post.drop_vars("corr")
-        frames = [az.summary(post, ci_prob=ci_prob, kind="all", round_to="none")]
+        frames = [arviz_stats.summary(post, ci_prob=ci_prob, kind="all", round_to="none")]
         if "corr" in self.posterior:
             corr = self.posterior["corr"]
             names = list(corr["random_effect"].values)
@@ -135,7 +136,7 @@ class FitResult:
                         ["random_effect", "random_effect_bis"], errors="ignore"
                     )
             if pairs:
-                frames.append(az.summary(xr.Dataset(pairs), ci_prob=ci_prob, kind="all", round_to="none"))
+                frames.append(arviz_stats.summary(xr.Dataset(pairs), ci_prob=ci_prob, kind="all", round_to="none"))
         return pd.concat(frames)
 
     # ------------------------------------------------------------------ model comparison
@@ -244,9 +245,9 @@ def batch_diagnostics(records: dict, pips: bool = True) -> xr.Dataset:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # constant draws (e.g. fixed correlations) give NaN
-        rhat = az.rhat(ds, sample_dims=["chain", "draw"])
-        ess_bulk = az.ess(ds, sample_dims=["chain", "draw"], method="bulk")
-        ess_tail = az.ess(ds, sample_dims=["chain", "draw"], method="tail")
+        rhat = arviz_stats.rhat(ds, sample_dims=["chain", "draw"])
+        ess_bulk = arviz_stats.ess(ds, sample_dims=["chain", "draw"], method="bulk")
+        ess_tail = arviz_stats.ess(ds, sample_dims=["chain", "draw"], method="tail")
     return xr.concat([rhat, ess_bulk, ess_tail], dim=pd.Index(["rhat", "ess_bulk", "ess_tail"], name="diagnostic"))
 
 
@@ -275,7 +276,7 @@ def build_results(datasets, priors_list, structure, settings, records, stats, *,
         sample_stats = {k: v[i] for k, v in stats.items() if k != "warmup_divergences"}
         sample_stats["tree_depth"] = np.floor(np.log2(sample_stats["n_steps"])).astype(np.int64) + 1
         post_dims = {k: v for k, v in dims.items() if k in posterior}
-        tree = az.from_dict(
+        tree = arviz_base.from_dict(
             {"posterior": posterior, "sample_stats": sample_stats},
             dims=post_dims,
             coords={k: v for k, v in coords.items() if any(k in d for d in post_dims.values())},

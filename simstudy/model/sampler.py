@@ -5,14 +5,16 @@
 vmapped over chains and over datasets, compiled ahead of time and cached by
 (model structure, MCMC settings, argument shapes). Prior values are runtime arguments, so
 refitting a same-shaped dataset, or the same dataset under another ``pi`` or SD prior,
-reuses the compiled program.
+reuses the compiled program. ``chain_method="parallel"`` splits the chains into parts run at
+once by one compiled program (:mod:`.chains`): the same draws, on more cores.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import jax
@@ -22,6 +24,7 @@ import numpy as np
 from numpyro.infer.hmc import hmc
 from numpyro.infer.util import constrain_fn, potential_energy
 
+from .chains import chain_workers as _chain_parts, join_chains, run_parts, split_chains
 from .data import MelsmData
 from .ssmelsm import Structure, hyper_arrays, intercept_column, model_arrays, ssmelsm, structure_for
 from .priors import Priors
@@ -225,6 +228,7 @@ def compiled_sampler(structure: Structure, settings: MCMCSettings, args, method:
     compiling it now (0.0 when it came from the in-process cache)."""
     if method not in ("map", "vmap"):
         raise ValueError(f"batch method must be 'map' or 'vmap', got {method!r}")
+    settings = _local(settings, args)
     key = (structure, settings, method, _signature(args))
     if key in _COMPILED:
         return _COMPILED[key], 0.0
@@ -239,6 +243,7 @@ def compiled_sampler(structure: Structure, settings: MCMCSettings, args, method:
 def compiled_continuation(structure: Structure, settings: MCMCSettings, args) -> tuple[object, float]:
     """The compiled extension program for these argument shapes (one dataset's states), and
     the seconds spent compiling it now (0.0 when cached): compiled once per shape."""
+    settings = _local(settings, args)
     key = ("continue", structure, settings, _signature(args))
     if key in _COMPILED:
         return _COMPILED[key], 0.0
@@ -248,6 +253,13 @@ def compiled_continuation(structure: Structure, settings: MCMCSettings, args) ->
     seconds = time.perf_counter() - t0
     _COMPILED[key] = compiled
     return compiled, seconds
+
+
+def _local(settings: MCMCSettings, args) -> MCMCSettings:
+    """``settings`` with the chain count of these arguments (axis 1 of the first): the program
+    does not depend on the total, so a part of a parallel fit shares the program of a
+    sequential fit with that many chains."""
+    return replace(settings, chains=int(np.shape(jax.tree_util.tree_leaves(args[0])[0])[1]))
 
 
 def clear_compiled_cache() -> None:
@@ -330,6 +342,8 @@ def fit_batch(
     pip_diagnostics: bool = True,
     max_extensions: int = 0,
     partial_scale: bool | None = None,
+    chain_method: str = "sequential",
+    chain_workers: int | None = None,
 ) -> list[FitResult]:
     """Fit many same-shaped datasets in one compiled, vmapped call (datasets x chains).
 
@@ -347,12 +361,17 @@ def fit_batch(
     continues its own chains from their final state (adapted step size and mass matrix kept)
     for another ``draws`` draws, and is judged again, up to this many times (see
     :func:`extend_fit`; the designs and ``simstudy fit`` default to 2, the library to 0).
+    ``chain_method``: ``"sequential"`` (default here: one core, what grid workers use),
+    ``"parallel"`` (the chains split into ``min(chains // 2, chain_workers or usable cores)``
+    parts run at once by one compiled program, :mod:`simstudy.model.chains`; the same draws) or
+    ``"auto"`` (``$SIMSTUDY_CHAIN_METHOD``, else parallel).
     """
     if isinstance(max_extensions, bool) or not isinstance(max_extensions, (int, np.integer)) or max_extensions < 0:
         raise ValueError(f"max_extensions must be a non-negative integer, got {max_extensions!r}")
     if not datasets:
         raise ValueError("fit_batch needs at least one dataset")
     settings = MCMCSettings(chains, warmup, draws, target_accept, max_tree_depth)
+    workers = _chain_parts(chain_method, chains, batch_method, chain_workers)
     priors_list = priors if isinstance(priors, list) else [priors or Priors()] * len(datasets)
     if len(priors_list) != len(datasets):
         raise ValueError(f"got {len(priors_list)} priors for {len(datasets)} datasets")
@@ -395,20 +414,22 @@ def fit_batch(
     total = len(datasets) * chains * (warmup + draws)
     if progress is not None:
         progress("compiling", 0, total)
-    compiled, compile_s = compiled_sampler(structure, settings, args, batch_method)
-    (records, stats, states), sample_s = _execute(compiled, args, progress, total)
-    records, stats, states = jax.tree_util.tree_map(np.asarray, (records, stats, states))
+    parts = _split_args(args, workers)
+    compiled, compile_s = compiled_sampler(structure, settings, parts[0], batch_method)
+    (records, stats, states), sample_s = _execute(compiled, parts, progress, total, chains=chains)
     results = build_results(
         datasets, priors_list, structure, settings, records, stats,
         compile_s=compile_s, sample_s=sample_s, seeds=seeds, pip_diagnostics=pip_diagnostics,
     )
+    for res in results:
+        res.extra["chain_workers"] = workers
     if max_extensions == 0:
         return results
     one = lambda tree, i: jax.tree_util.tree_map(lambda x: x[i : i + 1], tree)  # noqa: E731
     for i, res in enumerate(results):
         if not res.converged:
             chains_i = _Chains(one(records, i), one(stats, i), one(states, i), one(args[1], i), one(args[2], i),
-                               one(args[3], i))
+                               one(args[3], i), workers)
             results[i] = extend_fit(res, chains_i, max_extensions, pip_diagnostics=pip_diagnostics, progress=progress)
     return results
 
@@ -423,6 +444,7 @@ class _Chains:
     inits: dict
     arrays: object
     hyper: object
+    workers: int = 1  # parts the chains are split into and run at once (1: sequential)
 
 
 #: target_accept of the rerun of a fit with divergent transitions (see :func:`extend_fit`)
@@ -441,20 +463,22 @@ def extend_fit(res: FitResult, chains: _Chains, max_extensions: int, *, pip_diag
       :data:`RERUN_TARGET_ACCEPT`); the rerun counts as one extension, keeps only its own
       draws (``res.reruns`` is 1) and may itself be extended with what is left.
 
-    The draws depend only on this fit's own seed and states, never on the batch it was in."""
+    The draws depend only on this fit's own seed and states, never on the batch it was in;
+    chains fitted in parallel are continued (or rerun) in parallel, with the same draws."""
     structure, settings = res.structure, res.settings
     n, sample_s, compile_s = 0, res.sample_s, res.compile_s
     while n < max_extensions and not res.converged:
         if res.divergences:
             if res.reruns or settings.target_accept >= RERUN_TARGET_ACCEPT:
                 break
-            return _rerun_with_smaller_steps(res, max_extensions - n - 1, pip_diagnostics, progress)
+            return _rerun_with_smaller_steps(res, max_extensions - n - 1, pip_diagnostics, progress, chains.workers)
         args = (chains.states, chains.inits, chains.arrays, chains.hyper, np.bool_(progress is not None))
-        compiled, seconds = compiled_continuation(structure, settings, args)
+        parts = _split_args(args, chains.workers)
+        compiled, seconds = compiled_continuation(structure, settings, parts[0])
         compile_s += seconds
         total = settings.chains * settings.draws
-        (new_states, records, stats), secs = _execute(compiled, args, progress, total, phase="extending")
-        new_states, records, stats = jax.tree_util.tree_map(np.asarray, (new_states, records, stats))
+        (new_states, records, stats), secs = _execute(compiled, parts, progress, total, phase="extending",
+                                                      chains=settings.chains)
         chains.states = new_states
         chains.records = {k: np.concatenate([chains.records[k], records[k]], axis=2) for k in chains.records}
         chains.stats = {k: (np.concatenate([v, stats[k]], axis=2) if k in stats else v) for k, v in chains.stats.items()}
@@ -464,10 +488,12 @@ def extend_fit(res: FitResult, chains: _Chains, max_extensions: int, *, pip_diag
             [res.data], [res.priors], structure, settings, chains.records, chains.stats, compile_s=compile_s,
             sample_s=[sample_s], seeds=[res.seed], pip_diagnostics=pip_diagnostics, extensions=[n],
         )[0]
+        res.extra["chain_workers"] = chains.workers
     return res
 
 
-def _rerun_with_smaller_steps(res: FitResult, extensions_left: int, pip_diagnostics: bool, progress) -> FitResult:
+def _rerun_with_smaller_steps(res: FitResult, extensions_left: int, pip_diagnostics: bool, progress,
+                              workers: int = 1) -> FitResult:
     """The fit of ``res`` again from the start at ``target_accept`` :data:`RERUN_TARGET_ACCEPT`
     (same seed, structure and other settings); its time includes the first attempt's."""
     st, se = res.structure, res.settings
@@ -476,6 +502,7 @@ def _rerun_with_smaller_steps(res: FitResult, extensions_left: int, pip_diagnost
         target_accept=RERUN_TARGET_ACCEPT, max_tree_depth=se.max_tree_depth, seeds=[res.seed],
         centered_location=st.centered_location, sufficient=st.sufficient, partial_scale=st.partial_scale,
         progress=progress, pip_diagnostics=pip_diagnostics, max_extensions=extensions_left,
+        chain_method="parallel" if workers > 1 else "sequential", chain_workers=workers,
     )[0]
     again.extensions += 1
     again.reruns = 1
@@ -484,30 +511,47 @@ def _rerun_with_smaller_steps(res: FitResult, extensions_left: int, pip_diagnost
     return again
 
 
-def _execute(compiled, args, progress, total, phase: str = "sampling"):
-    """Run a compiled program, forwarding in-program progress reports to ``progress``;
-    returns (its outputs, seconds)."""
+def _split_args(args, workers: int) -> list:
+    """A program's arguments ``(keys or states, inits, arrays, hyper, report)`` split along
+    the chain axis into ``workers`` parts (:func:`simstudy.model.chains.split_chains`)."""
+    if workers == 1:
+        return [args]
+    first, inits, *shared = args
+    return [(f, i, *shared) for f, i in zip(split_chains(first, workers), split_chains(inits, workers))]
+
+
+def _execute(compiled, parts, progress, total, phase: str = "sampling", *, chains: int | None = None):
+    """Run a compiled program on each element of ``parts`` (argument tuples; several run at
+    once, :func:`simstudy.model.chains.run_parts`), forwarding in-program progress reports to
+    ``progress``; returns (the outputs as numpy, chain parts joined, and seconds)."""
     global _progress_sink
-    done = 0
+    done = 0.0
+    lock = threading.Lock()
+    # padded chains (split_chains) report too: count each report at the real chains' share
+    n_run = sum(np.shape(jax.tree_util.tree_leaves(p[0])[0])[1] for p in parts)
+    share = (chains or n_run) / n_run
 
     def sink(iterations):
         nonlocal done
-        done = min(total, done + iterations)
-        progress(phase, done, total)
+        with lock:
+            done = min(total, done + iterations * share)
+            progress(phase, int(round(done)), total)
 
     if progress is not None:
         progress(phase, 0, total)
         _progress_sink = sink
     t0 = time.perf_counter()
     try:
-        outputs = jax.block_until_ready(compiled(*args))
+        outputs = run_parts(lambda *a: jax.block_until_ready(compiled(*a)), parts)
         jax.effects_barrier()
     finally:
         _progress_sink = None
     seconds = time.perf_counter() - t0
     if progress is not None:
         progress("done", total, total)
-    return outputs, seconds
+    if len(parts) == 1:
+        return jax.tree_util.tree_map(np.asarray, outputs[0]), seconds
+    return join_chains(outputs, chains), seconds
 
 
 def fit(
@@ -518,7 +562,11 @@ def fit(
     warmup: int = 1000,
     draws: int = 1000,
     seed=0,
+    chain_method: str = "auto",
     **kwargs,
 ) -> FitResult:
-    """Fit the SS-MELSM to one dataset. See :func:`fit_batch` for the options."""
-    return fit_batch([data], priors, chains=chains, warmup=warmup, draws=draws, seeds=[seed], **kwargs)[0]
+    """Fit the SS-MELSM to one dataset. See :func:`fit_batch` for the options; here
+    ``chain_method`` defaults to ``"auto"``: the chains run in parallel on the usable cores
+    (same draws as sequentially) unless ``$SIMSTUDY_CHAIN_METHOD=sequential``."""
+    return fit_batch([data], priors, chains=chains, warmup=warmup, draws=draws, seeds=[seed],
+                     chain_method=chain_method, **kwargs)[0]

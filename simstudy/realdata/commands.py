@@ -139,6 +139,16 @@ def _fail(message: str, code: int = 2):
     raise typer.Exit(code=code)
 
 
+def _check_chain_method(chain_method: str, chains: int) -> None:
+    """``--chain-method``: auto, parallel or sequential (raises :class:`FitInputError`)."""
+    from ..model.chains import chain_workers
+
+    try:
+        chain_workers(chain_method, chains)
+    except ValueError as exc:
+        raise FitInputError(f"--chain-method: {exc}") from None
+
+
 def fit_command(
     data,
     *,
@@ -158,6 +168,7 @@ def fit_command(
     progress: bool = True,
     console=None,
     max_extensions: int = 2,
+    chain_method: str = "auto",
 ):
     """``simstudy fit``: validate everything, fit, print the summary, write ``--out``.
 
@@ -181,6 +192,7 @@ def fit_command(
             MCMCSettings(chains, warmup, draws)
         except ValueError as exc:
             raise FitInputError(f"MCMC settings: {exc}") from None
+        _check_chain_method(chain_method, chains)
         if isinstance(max_extensions, bool) or not isinstance(max_extensions, int) or max_extensions < 0:
             raise FitInputError(f"--max-extensions must be an integer >= 0, got {max_extensions!r}")
         if out is not None:
@@ -206,7 +218,7 @@ def fit_command(
     try:
         with fitting_progress(progress, label=f"fitting {Path(data).name}") as report:
             result = fit_data(mdata, priors, chains=chains, warmup=warmup, draws=draws, seed=seed, progress=report,
-                              max_extensions=max_extensions)
+                              max_extensions=max_extensions, chain_method=chain_method)
         t_ll = time.perf_counter()
         result.add_log_likelihood()
         loo = loo_of(result)

@@ -44,7 +44,8 @@ def _jsonable(value):
 
 def fit_info(fit, *, threshold: float, loo=None, waic=None, data_file=None, extra: dict | None = None) -> dict:
     """What ``fit.json`` records: formulas, priors, settings, timings, diagnostics, data."""
-    import arviz
+    from importlib.metadata import version  # not `import arviz`: it imports matplotlib (start-up)
+
     import jax
     import numpyro
 
@@ -70,6 +71,7 @@ def fit_info(fit, *, threshold: float, loo=None, waic=None, data_file=None, extr
         "settings": {
             "chains": s.chains, "warmup": s.warmup, "draws": s.draws, "target_accept": s.target_accept,
             "max_tree_depth": s.max_tree_depth, "seed": fit.seed, "threshold": threshold,
+            "chain_workers": int(fit.extra.get("chain_workers", 1)),  # chains run in this many parts at once
         },
         "timings_s": {"compile": fit.compile_s, "sampling": fit.sample_s},
         "diagnostics": {
@@ -86,7 +88,7 @@ def fit_info(fit, *, threshold: float, loo=None, waic=None, data_file=None, extr
         },
         "n_flagged": int(table["flagged"].sum()),
         "versions": {"simstudy": __version__, "jax": jax.__version__, "numpyro": numpyro.__version__,
-                     "arviz": arviz.__version__},
+                     "arviz": version("arviz")},
     }
     if loo is not None:
         k = np.asarray(loo.pareto_k).ravel()

@@ -290,12 +290,14 @@ def plot_trajectories(pips: pd.DataFrame, out_base: Path, threshold: float = 0.7
 
 # ============================================================================ the whole job
 def run_sensitivity(data, settings: list[SweepSetting], out, *, threshold: float = 0.75, default: int = 0,
-                    psense: bool = True, chains=4, warmup=1000, draws=1000, seed=0, progress=None) -> dict:
+                    psense: bool = True, chains=4, warmup=1000, draws=1000, seed=0, progress=None,
+                    chain_method: str = "auto") -> dict:
     """Fit every setting, write the tables, figure and summary to ``out``; returns the
     tables and paths."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    fits = run_sweep(data, settings, chains=chains, warmup=warmup, draws=draws, seed=seed, progress=progress)
+    fits = run_sweep(data, settings, chains=chains, warmup=warmup, draws=draws, seed=seed, progress=progress,
+                     chain_method=chain_method)
     pips = pip_table(fits, settings, threshold)
     table = settings_table(fits, settings, threshold)
     ps = psense_table(fits[default], seed) if psense else None
@@ -314,7 +316,7 @@ def run_sensitivity(data, settings: list[SweepSetting], out, *, threshold: float
 
 def sensitivity_command(data_file, *, location: str, scale: str, pi: str | None, scale_sd: str | None, out,
                         threshold: float = 0.75, chains=4, warmup=1000, draws=1000, seed=0, dropna=False,
-                        psense: bool = True, progress: bool = True, console=None) -> dict:
+                        psense: bool = True, progress: bool = True, console=None, chain_method: str = "auto") -> dict:
     """``simstudy sensitivity``: validate every input (exit 2 with one message), then sweep."""
     import warnings
 
@@ -322,7 +324,7 @@ def sensitivity_command(data_file, *, location: str, scale: str, pi: str | None,
 
     from ..model.data import DataError
     from ..model.sampler import MCMCSettings
-    from .commands import FitInputError, _fail, _check_threshold, read_csv_checked
+    from .commands import FitInputError, _check_chain_method, _fail, _check_threshold, read_csv_checked
     from .formula import FormulaError, melsm_data_from_formulas
 
     console = console or Console(stderr=True)
@@ -334,6 +336,7 @@ def sensitivity_command(data_file, *, location: str, scale: str, pi: str | None,
             MCMCSettings(chains, warmup, draws)
         except ValueError as exc:
             raise FitInputError(f"MCMC settings: {exc}") from None
+        _check_chain_method(chain_method, chains)
         if out is None:
             raise FitInputError("--out DIR is required (pips.csv, settings.csv, the figure and summary go there)")
         df = read_csv_checked(data_file)
@@ -358,7 +361,8 @@ def sensitivity_command(data_file, *, location: str, scale: str, pi: str | None,
 
     with bar:
         result = run_sensitivity(data, settings, out, threshold=threshold, default=default, psense=psense,
-                                 chains=chains, warmup=warmup, draws=draws, seed=seed, progress=report)
+                                 chains=chains, warmup=warmup, draws=draws, seed=seed, progress=report,
+                                 chain_method=chain_method)
     print(result["summary"], end="")
     console.print(f"wrote {', '.join(p.name for p in result['paths'].values())} to {out}", highlight=False)
     return result

@@ -1,7 +1,7 @@
 """Where a study's tasks run: worker environment and Dask clusters.
 
 Workers are processes with one thread each. Their environment is set before JAX starts
-(:func:`worker_env`): single-threaded XLA/BLAS, CPU platform, and ``SIMSTUDY_JAX_CACHE``
+(:func:`worker_env`): single-threaded XLA/BLAS, CPU platform, sequential chains, and ``SIMSTUDY_JAX_CACHE``
 (the persistent compilation cache shared by all workers; default ``~/.cache/simstudy/jax``),
 so each shape is compiled once per machine, not once per worker. :func:`_client_for` starts
 a ``LocalCluster``, a dask-jobqueue SLURM/PBS cluster (configured from
@@ -39,6 +39,8 @@ def worker_env() -> dict[str, str]:
         "OPENBLAS_NUM_THREADS": "1",
         "JAX_PLATFORMS": "cpu",
         "SIMSTUDY_JAX_CACHE": jax_cache_dir(),
+        # one thread per worker: a single fit made on a worker runs its chains one after another
+        "SIMSTUDY_CHAIN_METHOD": "sequential",
     }
 
 
