@@ -109,7 +109,7 @@ def test_grid_fits_longitudinal_cells_non_centred():
     from simstudy.study.generate import GeneratorSpec
     from simstudy.study.task import centered_location_for
 
-    assert centered_location_for(GeneratorSpec(group_size=10)) is True  # cross-sectional rule unchanged
+    assert centered_location_for(GeneratorSpec(group_size=10)) is None  # cross-sectional: each data set decides
     assert centered_location_for(GeneratorSpec(group_size=9)) is False
     for T in (10, 60):
         assert centered_location_for(GeneratorSpec(layout="longitudinal", group_size=T)) is False

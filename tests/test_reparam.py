@@ -10,7 +10,7 @@ from numpyro.infer.util import constrain_fn, potential_energy
 
 from simstudy.model.data import MelsmData
 from simstudy.model.priors import Priors
-from simstudy.model.reparam import scale_centring_weights
+from simstudy.model.reparam import location_data_dominate, scale_centring_weights
 from simstudy.model.sampler import fit, initial_values
 from simstudy.model.ssmelsm import hyper_arrays, model_arrays, ssmelsm, structure_for
 from simstudy.study.generate import GeneratorSpec, generate
@@ -110,3 +110,15 @@ def test_same_posterior_as_non_centred():
     for name, sel in checks:
         (m0, se0), (m1, se1) = (mean_and_se(f, name, sel) for f in fits)
         assert abs(m0 - m1) <= 4.0 * np.hypot(se0, se1) + 1e-3, (name, sel, m0, m1)
+
+
+def test_location_centred_unless_tau_u_looks_near_zero():
+    """Centred location effects need data that outweigh tau_u's prior in the typical group:
+    tau_u = 0.33 with n = 30 (n tau_u^2 / sigma^2 ~ 5) is centred, tau_u = 0.01 is not."""
+    big = generate(GeneratorSpec(n_groups=50, group_size=30, tau_u=0.33), 2)[0]
+    tiny = generate(GeneratorSpec(n_groups=50, group_size=30, tau_u=0.01), 2)[0]
+    assert location_data_dominate(big) and structure_for(big, Priors()).centered_location
+    assert not location_data_dominate(tiny) and not structure_for(tiny, Priors()).centered_location
+    # small groups stay non-centred whatever tau_u
+    small = generate(GeneratorSpec(n_groups=50, group_size=8, tau_u=0.33), 2)[0]
+    assert not structure_for(small, Priors()).centered_location

@@ -110,3 +110,26 @@ def _responsibility(e, v, p, tau2):
     a = np.log(p) + log_normal(e, v + tau2)
     b = np.log1p(-p) + log_normal(e, v)
     return 1.0 / (1.0 + np.exp(b - a))
+
+
+def location_data_dominate(data: MelsmData) -> bool:
+    r"""Whether the typical group's data outweigh the prior of its location intercept, the
+    condition for centring the location effects: ``median_j(n_j) \hat\tau_u^2 / \hat\sigma^2 >= 1``,
+    with ``\hat\sigma^2`` the pooled within-group variance of least-squares residuals and
+    ``\hat\tau_u^2 = var_j(\bar r_j) - mean_j(\hat\sigma^2 / n_j)`` (method of moments, 0 if
+    negative). Where tau_u is near 0 a centred group mean is tied to tau_u (the location funnel:
+    prior-matched data with tau_u < 0.05 gave R-hat up to 1.25 on tau_u); there the location
+    effects are non-centred."""
+    J, g = data.n_groups, data.group
+    beta, *_ = np.linalg.lstsq(data.X, data.y, rcond=None)
+    r = data.y - data.X @ beta
+    n = np.bincount(g, minlength=J).astype(float)
+    has = n > 0
+    mean = np.bincount(g, weights=r, minlength=J) / np.maximum(n, 1.0)
+    within = np.bincount(g, weights=(r - mean[g]) ** 2, minlength=J)
+    dof = float(np.sum(np.maximum(n - 1.0, 0.0)))
+    if dof < 1 or has.sum() < 3:
+        return True
+    sigma2 = float(within.sum()) / dof
+    tau2 = max(float(np.var(mean[has], ddof=1) - np.mean(sigma2 / n[has])), 0.0)
+    return bool(np.median(n[has]) * tau2 >= sigma2)

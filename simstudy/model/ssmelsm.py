@@ -48,7 +48,7 @@ from numpyro.distributions import constraints
 
 from .data import MelsmData
 from .priors import Priors
-from .reparam import scale_centring_weights
+from .reparam import location_data_dominate, scale_centring_weights
 
 jax.config.update("jax_enable_x64", True)
 
@@ -102,7 +102,7 @@ def structure_for(data: MelsmData, priors: Priors, *, sufficient: bool | None = 
     if sufficient and not data.scale_is_group_level:
         raise ValueError("sufficient statistics need a scale design that is constant within groups")
     if centered_location is None:
-        centered_location = bool(np.median(data.group_sizes) >= 10)
+        centered_location = bool(np.median(data.group_sizes) >= 10) and location_data_dominate(data)
     correlated = priors.correlated and (d["Q_loc"] + d["K"]) > 1
     if partial_scale is None:
         # only where some group gets centred: with none, the plain non-centred program is the

@@ -114,14 +114,16 @@ def fit_block(datasets, priors, seeds, mcmc: dict, centered_location: bool | Non
     return fits, compile_s
 
 
-def centered_location_for(spec) -> bool:
-    """Location parameterisation of a cell: centred when groups are large (nominal size >= 10);
-    never for ``layout = "longitudinal"``, whose random time slopes are weakly informed by
-    each person (slope SE ~ sigma sqrt(12 / T) vs tau_u1 ~ 0.2) -- centred fits there gave
-    R-hat up to 1.2 and divergences at T = 10, 30 and 60, non-centred ones R-hat <= 1.03."""
+def centered_location_for(spec) -> bool | None:
+    """Location parameterisation of a cell: non-centred for small groups (nominal size < 10)
+    and for ``layout = "longitudinal"``, whose random time slopes are weakly informed by each
+    person (slope SE ~ sigma sqrt(12 / T) vs tau_u1 ~ 0.2 -- centred fits there gave R-hat up to
+    1.2 and divergences at T = 10, 30 and 60, non-centred ones R-hat <= 1.03); otherwise None:
+    each data set decides from its own data (:func:`simstudy.model.ssmelsm.structure_for`:
+    centred unless tau_u looks near 0), so a replicate never depends on its block."""
     if getattr(spec, "layout", "cross_sectional") == "longitudinal":
         return False
-    return spec.group_size >= 10
+    return None if spec.group_size >= 10 else False
 
 
 def _block_finished(store_path: str, cell_index: int, reps, retry_failed: bool) -> bool:
