@@ -35,12 +35,12 @@ def data():
 
 
 def test_parallel_chains_give_the_sequential_draws(data):
-    seq = fit(data, **FOUR, seed=1, chain_method="sequential")
+    seq = fit(data, **FOUR, seed=2, chain_method="sequential")
     reports = []
-    par = fit(data, **FOUR, seed=1, chain_method="parallel", chain_workers=2,
+    par = fit(data, **FOUR, seed=2, chain_method="parallel", chain_workers=2,
               progress=lambda phase, done, total: reports.append((phase, done, total)))
     assert seq.extra["chain_workers"] == 1 and par.extra["chain_workers"] == 2
-    assert seq.divergences > 0  # the data and seed where one-chain parts drifted: a hard case
+    assert seq.divergences > 0  # divergent transitions are where one-chain parts drifted: a hard case
     _assert_same_draws(seq, par)
     assert par.rhat_max == seq.rhat_max and par.ess_bulk_min == seq.ess_bulk_min
     # in-program progress still arrives from both parts, counted once, monotone, up to the total

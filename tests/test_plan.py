@@ -278,6 +278,8 @@ def test_a_program_compiled_earlier_keeps_its_compile_time(root, tmp_path):
     second corner reuses the first one's program; its compile time is still recorded."""
     text = (root / "designs" / "smoke.toml").read_text().replace("group_size = 10\n", "")
     text = text.replace("[factors]\n", "[factors]\ngroup_size = [10, 12]\n")
+    # groups that clearly differ: both corners' data choose the centred location program
+    text = text.replace("[generator]\n", "[generator]\ntau_u = 1.0\n")
     p = plan_design(parse_design(text), workers=1, cache=tmp_path / "cache.json")
     assert p.calibrated_now == 2
     assert all(c.compile_s > 0 for c in p.calibration)

@@ -162,7 +162,9 @@ def test_sd_prior_logpdf_matches_scipy(prior):
 def test_structure_choices():
     rng = np.random.default_rng(1)
     small = MelsmData.intercepts_only(rng.normal(size=20), np.repeat(np.arange(10), 2))
-    large = MelsmData.intercepts_only(rng.normal(size=200), np.repeat(np.arange(10), 20))
+    # groups of 20 that differ (tau_u ~ 1): centred; see tests/test_reparam.py for tau_u near 0
+    large = MelsmData.intercepts_only(rng.normal(size=200) + np.repeat(rng.normal(size=10), 20),
+                                      np.repeat(np.arange(10), 20))
     assert not structure_for(small, Priors()).centered_location
     assert structure_for(large, Priors()).centered_location
     assert structure_for(large, Priors()).loc_match == (0,)
