@@ -37,17 +37,23 @@ TAU2_FLOOR = 1e-4
 TAU2_SE = 2.0
 
 
-def log_sd_by_group(data: MelsmData) -> tuple[np.ndarray, np.ndarray]:
-    """Each group's log residual SD ``d_j`` (residuals from a least-squares fit of the location
-    fixed effects, around their group means; bias-corrected, ``E log s_j ≈ log sigma_j - v_j``)
-    and its sampling variance ``v_j = 1/(2(n_j - 1))``; groups with fewer than 2 observations
-    get ``v_j = inf``."""
+def _within_group_residuals(data: MelsmData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Residuals of a least-squares fit of the location fixed effects, per group: sizes ``n_j``,
+    means ``r̄_j`` and sums of squares around them."""
     J, g = data.n_groups, data.group
     beta, *_ = np.linalg.lstsq(data.X, data.y, rcond=None)
     r = data.y - data.X @ beta
     n = np.bincount(g, minlength=J).astype(float)
     mean = np.bincount(g, weights=r, minlength=J) / np.maximum(n, 1.0)
-    rss = np.bincount(g, weights=(r - mean[g]) ** 2, minlength=J)
+    return n, mean, np.bincount(g, weights=(r - mean[g]) ** 2, minlength=J)
+
+
+def log_sd_by_group(data: MelsmData) -> tuple[np.ndarray, np.ndarray]:
+    """Each group's log residual SD ``d_j`` (residuals from a least-squares fit of the location
+    fixed effects, around their group means; bias-corrected, ``E log s_j ≈ log sigma_j - v_j``)
+    and its sampling variance ``v_j = 1/(2(n_j - 1))``; groups with fewer than 2 observations
+    get ``v_j = inf``."""
+    n, _, rss = _within_group_residuals(data)
     dof = n - 1.0
     ok = dof >= 1.0
     v = np.where(ok, 1.0 / (2.0 * np.maximum(dof, 1.0)), np.inf)
@@ -120,13 +126,8 @@ def location_data_dominate(data: MelsmData) -> bool:
     negative). Where tau_u is near 0 a centred group mean is tied to tau_u (the location funnel:
     prior-matched data with tau_u < 0.05 gave R-hat up to 1.25 on tau_u); there the location
     effects are non-centred."""
-    J, g = data.n_groups, data.group
-    beta, *_ = np.linalg.lstsq(data.X, data.y, rcond=None)
-    r = data.y - data.X @ beta
-    n = np.bincount(g, minlength=J).astype(float)
+    n, mean, within = _within_group_residuals(data)
     has = n > 0
-    mean = np.bincount(g, weights=r, minlength=J) / np.maximum(n, 1.0)
-    within = np.bincount(g, weights=(r - mean[g]) ** 2, minlength=J)
     dof = float(np.sum(np.maximum(n - 1.0, 0.0)))
     if dof < 1 or has.sum() < 3:
         return True
