@@ -475,6 +475,19 @@ def test_estimation_formulas_direct():
     assert "eta0_bias" not in s  # not in the store -> not reported
 
 
+def test_tau_t_estimation_leaves_out_data_sets_without_slab_groups():
+    """The slab SD is not estimable from a data set with no inconsistent group: those
+    replicates are left out of tau_t's bias and coverage (a null cell has none left)."""
+    est = np.array([[1.1, 5.0, 1.3, 0.9], [2.0, 3.0, 4.0, 5.0]])
+    ds = make_ds(np.zeros((2, 4, 2)), np.zeros((2, 4, 2)), tau_t_mean=est, tau_t_true=np.ones((2, 4)),
+                 tau_t_q05=est - 0.2, tau_t_q95=est + 0.2, n_inconsistent_true=[[2, 0, 1, 3], [0, 0, 0, 0]])
+    s = M.summarize(ds)
+    assert s.tau_t_n.values.tolist() == [3, 0]
+    assert float(s.tau_t_bias[0]) == pytest.approx(np.mean([0.1, 0.3, -0.1]))
+    assert float(s.tau_t_coverage[0]) == pytest.approx(2 / 3)  # [1.1 +- .2] and [0.9 +- .2] cover 1
+    assert np.isnan(float(s.tau_t_bias[1])) and np.isnan(float(s.tau_t_coverage[1]))
+
+
 def test_mcse_matches_spread_across_simulated_studies():
     """Cells as 600 independent studies of R = 25 replicates: the reported MCSE of each
     estimate ~ the SD of that estimate across studies. The SD of 600 estimates has a
@@ -557,6 +570,9 @@ def test_summary_has_no_nan_where_defined():
             assert np.all(vals == 0) if v == "rho_n" else np.all(np.isnan(vals)), v
             continue
         undefined_tpr = share == 0
+        if v.startswith("tau_t_") and v != "tau_t_n":  # the slab SD: no slab group in a null cell
+            assert np.all(np.isnan(vals[undefined_tpr])) and np.all(np.isfinite(vals[~undefined_tpr])), v
+            continue
         if any(v.startswith(p) for p in ("tpr", "f1", "mcc", "roc_auc", "pr_auc", "precision")) and not v.startswith("n_"):
             # no truly inconsistent groups -> TPR/AUC undefined (precision, F1, MCC may be too)
             if v.startswith(("tpr", "roc_auc", "pr_auc")):

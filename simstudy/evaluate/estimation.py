@@ -8,6 +8,10 @@ EmpSE/sqrt(2(R-1)); ``mse`` = mean((est - true)^2), MCSE sqrt(sum((e^2 - MSE)^2)
 ``rmse`` = sqrt(MSE), MCSE(MSE)/(2 RMSE) (delta method); ``coverage`` of the 90% interval
 [q05, q95], MCSE sqrt(C(1-C)/R).
 
+``tau_t`` is the slab SD: a data set with no truly inconsistent group has no draw from the
+slab, so its tau_t posterior is the prior's and says nothing about the method; such replicates
+(``n_inconsistent_true == 0``, e.g. every replicate of a null cell) are left out of tau_t's
+bias, RMSE and coverage (``tau_t_n`` counts the replicates used; NaN where none is left).
 """
 
 from __future__ import annotations
@@ -19,6 +23,9 @@ import xarray as xr
 
 from .fits import PARAMS, _cr, usable_fits
 from .mcse import _nanstd, mcse_proportion
+
+#: parameter -> per-fit count that must be positive for the parameter to be estimable
+ESTIMABLE_WHEN: dict[str, str] = {"tau_t": "n_inconsistent_true"}
 
 
 # ============================================================================ estimation
@@ -36,6 +43,8 @@ def estimation(ds: xr.Dataset, params: Iterable[str] = PARAMS, converged_only: b
         est, true = _cr(ds, f"{p}_mean"), _cr(ds, f"{p}_true")
         lo, hi = _cr(ds, f"{p}_q05"), _cr(ds, f"{p}_q95")
         ok = use & np.isfinite(est) & np.isfinite(true)
+        if p in ESTIMABLE_WHEN and ESTIMABLE_WHEN[p] in ds:
+            ok &= np.nan_to_num(_cr(ds, ESTIMABLE_WHEN[p])) > 0
         e = np.where(ok, est - true, np.nan)
         R = ok.sum(-1).astype(float)
         with np.errstate(invalid="ignore", divide="ignore"):

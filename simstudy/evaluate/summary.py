@@ -22,7 +22,7 @@ from .fits import PARAMS, cell_pi, cell_thresholds, design_info, factor_levels, 
 from .mcse import _mean_mcse
 from .classification import classification, replicate_auc
 from .calibration import calibration_stats
-from .estimation import estimation
+from .estimation import ESTIMABLE_WHEN, estimation
 from .runtime import runtime
 
 
@@ -89,7 +89,7 @@ def summarize(
         for v in ds.data_vars
         if v
         in {"pip", "delta_true", "t_true", "n_obs", "status", "done", "sample_s", "compile_s", "ess_bulk_tau_t", "ess_bulk_min", "rhat_max", "divergences",
-              "rhat_worst", "extensions"}
+              "rhat_worst", "extensions", *ESTIMABLE_WHEN.values()}
         or any(v.startswith(p + "_") for p in PARAMS)
     ]
     ds = ds[needed].load()

@@ -294,6 +294,19 @@ def _stored_design(path: Path, attrs: dict) -> Design:
         ) from None
 
 
+def _match_stored(path: Path, design: Design):
+    """``(stored design, diff)`` of an existing store against ``design``; ``(None, None)`` when
+    the store holds this design (the same hash, or a rewrite giving the same cells)."""
+    attrs = _read_attrs(path)
+    if "design_hash" not in attrs:
+        raise StoreError(not_a_store_message(path, "design_hash"))
+    if attrs["design_hash"] == design.hash:
+        return None, None
+    old = _stored_design(path, attrs)
+    diff = diff_designs(old, design)
+    return (None, None) if diff.kind == "same" else (old, diff)
+
+
 # ----------------------------------------------------------------------------- API
 def read_info(path: str | Path) -> StoreInfo:
     """Open an existing store's description (its design rebuilt from the stored text)."""
@@ -328,14 +341,8 @@ def create_or_open(path: str | Path, design: Design | str | Path, *, schema: dic
     if not path.exists():
         return _create(path, design, schema)
 
-    attrs = _read_attrs(path)
-    if "design_hash" not in attrs:
-        raise StoreError(not_a_store_message(path, "design_hash"))
-    if attrs["design_hash"] == design.hash:
-        return _info(path, design, "opened")
-    old = _stored_design(path, attrs)
-    diff = diff_designs(old, design)
-    if diff.kind == "same":  # the hash changed but nothing that matters did
+    old, diff = _match_stored(path, design)
+    if diff is None:
         return _info(path, design, "opened")
     if diff.kind == "changed":
         raise StoreError(
@@ -356,14 +363,8 @@ def open_existing(path: str | Path, design: Design) -> StoreInfo:
     path = Path(path)
     if not _is_store(path):
         raise StoreError(no_store_message(path))
-    attrs = _read_attrs(path)
-    if "design_hash" not in attrs:
-        raise StoreError(not_a_store_message(path, "design_hash"))
-    if attrs["design_hash"] == design.hash:
-        return _info(path, design, "opened")
-    old = _stored_design(path, attrs)
-    diff = diff_designs(old, design)
-    if diff.kind == "same":
+    old, diff = _match_stored(path, design)
+    if diff is None:
         return _info(path, design, "opened")
     raise StoreError(
         f"the results store {path} holds design {old.name!r} (hash {old.hash[:12]}), not {design.source} "
