@@ -11,7 +11,7 @@ import pytest
 import xarray as xr
 
 import simstudy.evaluate as E
-from simstudy.findings.document import mask_timing
+from simstudy.findings.document import mask_timing, plan_lines
 from simstudy.findings.subsets import STUDIES, Subset, SubsetError, designs_for, subset_design
 from simstudy.findings.tables import TIMING, core_seconds, grouped, pm
 from simstudy.findings.sections import safe_choice
@@ -80,6 +80,16 @@ def test_safe_choice_picks_fewest_false_flags_among_the_most_powerful():
                       "fwer": [0.05, 0.20, 0.60], "fwer_mcse": [0.02, 0.02, 0.02]})
     # pi = 0.1's TPR is below the best by 0.10 > 2 * sqrt(2) * 0.01: out; of 0.25 and 0.5, 0.25 flags less
     assert safe_choice(f, "pi")["pi"] == 0.25
+
+
+def test_plan_ratio_only_where_the_measured_time_covers_every_fit():
+    """A run killed before it recorded itself leaves fits without wall time: no ratio then."""
+    cost = pd.DataFrame({"study": ["a", "b"], "fits": [100, 190], "core_s": [1.0, 1.0], "full_fits": [100, 190],
+                         "measured_wall_s": [600.0, 769.0], "recorded_fits": [100, 90],
+                         "planned_wall_s": [300.0, 400.0], "workers": [2, 2]})
+    a, b = plan_lines(cost)[2:]
+    assert "| 2.00 |" in a and "fits)" not in a
+    assert "(90 of 190 fits) | – |" in b
 
 
 def test_core_seconds_counts_each_block_compile_once():

@@ -42,7 +42,9 @@ def load_study(results: str | Path, study: str) -> Study | None:
 
 def cost_frame(studies: dict[str, Study | None], results: str | Path, designs_dir: str | Path) -> pd.DataFrame:
     """Per study: done fits, core-seconds (:func:`~.tables.core_seconds`), fits of the full
-    shipped design, measured wall seconds and workers of the runs that fitted (NaN if none)."""
+    shipped design, measured wall seconds, the fits those seconds cover (``recorded_fits``: a run
+    killed before it could record itself leaves fits without a wall time) and workers of the
+    runs that fitted (NaN if none)."""
     runs = read_runs(results)
     rows = []
     for name, st in studies.items():
@@ -54,11 +56,12 @@ def cost_frame(studies: dict[str, Study | None], results: str | Path, designs_di
         rows.append({"study": name, "fits": int(fits.sum()), "core_s": float(secs.sum()),
                      "full_fits": load_design(full, max_cells=None, max_tasks=None).n_fits if full.exists() else 0,
                      "measured_wall_s": float(sum(r["seconds"] for r in mine)) if mine else float("nan"),
+                     "recorded_fits": int(sum(r.get("fits_run", 0) for r in mine)),
                      "planned_wall_s": next((float(r["planned_s"]) for r in mine if r.get("planned_s") is not None),
                                             float("nan")),
                      "workers": max((r["workers"] for r in mine), default=0)})
-    return pd.DataFrame(rows, columns=["study", "fits", "core_s", "full_fits", "measured_wall_s", "planned_wall_s",
-                                       "workers"])
+    return pd.DataFrame(rows, columns=["study", "fits", "core_s", "full_fits", "measured_wall_s", "recorded_fits",
+                                       "planned_wall_s", "workers"])
 
 
 def convergence_table(studies: dict[str, Study | None]) -> pd.DataFrame:
@@ -83,9 +86,11 @@ def plan_lines(cost: pd.DataFrame) -> list[str]:
     out = [f"| study | plan estimate | measured | measured / estimate | {TIMING}", f"|---|---|---|---| {TIMING}"]
     for r in cost.itertuples():
         est, meas = r.planned_wall_s, r.measured_wall_s
-        ratio = f"{meas / est:.2f}" if np.isfinite(est) and np.isfinite(meas) and est > 0 else "–"
+        whole = r.recorded_fits >= r.fits  # else a killed run's time is missing: no ratio
+        ratio = f"{meas / est:.2f}" if whole and np.isfinite(est) and np.isfinite(meas) and est > 0 else "–"
+        part = "" if whole or not np.isfinite(meas) else f" ({r.recorded_fits} of {r.fits} fits)"
         out.append(f"| {r.study} | {f'{est / 60:.1f} min' if np.isfinite(est) else 'not made'} | "
-                   f"{f'{meas / 60:.1f} min' if np.isfinite(meas) else '–'} on {r.workers} workers | {ratio} | {TIMING}")
+                   f"{f'{meas / 60:.1f} min' if np.isfinite(meas) else '–'} on {r.workers} workers{part} | {ratio} | {TIMING}")
     return out
 
 

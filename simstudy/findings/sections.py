@@ -151,6 +151,14 @@ def section_hyper(sens: Study | None, mult: Study | None, cal: Study | None, fig
             w = compare_word(*vals(rb, "fwer"), *vals(rf, "fwer"), "higher than", "lower than", "within Monte Carlo error of")
             beta_txt = (f"a {beta} prior on pi gives P(≥1 false flag) {v(rb, 'fwer')} at J = {Jmax:g} with share "
                         f"{null:g} inconsistent groups, {w} fixed π = {fixed}'s {v(rf, 'fwer')}")
+            shares = [x for x in factor_levels(m, "share_inconsistent") if x > 0]
+            if shares:  # where the two differ most: few inconsistent groups among many
+                gp = grouped(m, ["pi"], ["fwer", "fpr", "tpr"], where={"share_inconsistent": shares[0], "n_groups": Jmax})
+                pb, pf = row_at(gp, pi=beta), row_at(gp, pi=fixed)
+                wf = compare_word(*vals(pb, "fwer"), *vals(pf, "fwer"), "against", "against", "within Monte Carlo error of")
+                beta_txt += (f"; with a share {shares[0]:g} of inconsistent groups it gives {v(pb, 'fwer')} {wf} "
+                             f"{v(pf, 'fwer')} (FPR {v(pb, 'fpr')} against {v(pf, 'fpr')}), at a TPR of {v(pb, 'tpr')} "
+                             f"against {v(pf, 'tpr')}")
     second = "; ".join(t for t in (beta_txt, prior_txt) if t)
     if second:
         answer.append(second[:1].upper() + second[1:] + ".")
@@ -385,6 +393,8 @@ def section_cost(studies: dict[str, Study | None], cost: pd.DataFrame, plan_line
     rows = []
     for r in per.itertuples():
         wall = f"{r.measured_wall_s / 60:.1f} min on {r.workers} worker{'s' if r.workers != 1 else ''}" if np.isfinite(r.measured_wall_s) else "–"
+        if np.isfinite(r.measured_wall_s) and r.recorded_fits < r.fits:
+            wall += f" for {r.recorded_fits} of the {r.fits} fits (an interrupted run recorded no time)"
         rows.append(f"| {r.study} | {r.fits} | {r.s_per_fit:.2f} | {60 / r.s_per_fit:.1f} | {r.core_s / 3600:.3f} | "
                     f"{wall} | {r.full_fits} | {r.s_per_fit * r.full_fits / 3600:.1f} | {TIMING}")
     out += ["Core-seconds = sampling seconds of every fit + each block's compile seconds + the comparators' seconds "
