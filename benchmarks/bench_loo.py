@@ -7,7 +7,9 @@ students, 11,386 observations; autocorrelated draws around a fixed truth, the po
 log-likelihood from ``simstudy.model.ssmelsm.pointwise_loglik``). ``--fit`` fits the real
 Saeb M1 instead (``--draws`` per chain, as many warm-up draws).
 
-    .venv/bin/python benchmarks/bench_loo.py [--obs 11386] [--fit --draws 1000]
+    .venv/bin/python benchmarks/bench_loo.py [--obs 11386] [--fit --draws 1000] [--rounds 3]
+
+``psis_loo`` is timed on one thread and on every core this process may use (its default).
 """
 
 import argparse
@@ -77,6 +79,7 @@ def main() -> None:
     parser.add_argument("--obs", type=int, default=11386)
     parser.add_argument("--draws", type=int, default=1000, help="draws per chain (4 chains)")
     parser.add_argument("--fit", action="store_true", help="fit the real Saeb M1 instead of a synthetic posterior")
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds of psis_loo (best of)")
     args = parser.parse_args()
     import arviz as az
 
@@ -87,14 +90,25 @@ def main() -> None:
     shape = tree["log_likelihood"][var].shape
     print(f"log-likelihood {shape[0]} chains x {shape[1]} draws x {shape[2]} observations "
           f"({'Saeb M1 fit' if args.fit else 'synthetic Saeb-M1-shaped posterior'})")
-    t0 = time.perf_counter()
-    ours = psis_loo(tree, var_name=var)
-    t_ours = time.perf_counter() - t0
+    from simstudy.model.loo import default_threads
+
+    n_threads = default_threads()
+    one, many = [], []
+    for _ in range(args.rounds):  # interleaved: machine noise hits both alike
+        t0 = time.perf_counter()
+        psis_loo(tree, var_name=var, threads=1)
+        one.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        ours = psis_loo(tree, var_name=var)
+        many.append(time.perf_counter() - t0)
+    t_one, t_ours = min(one), min(many)
     t0 = time.perf_counter()
     ref = az.loo(tree, pointwise=True, var_name=var)
     t_ref = time.perf_counter() - t0
     print(f"az.loo (ArviZ {az.__version__}): {t_ref:.2f} s")
-    print(f"simstudy psis_loo:      {t_ours:.2f} s  ->  {t_ref / t_ours:.1f}x faster")
+    print(f"simstudy psis_loo, 1 thread:   {t_one:.2f} s  ->  {t_ref / t_one:.1f}x faster (best of {args.rounds})")
+    print(f"simstudy psis_loo, {n_threads} threads:  {t_ours:.2f} s  ->  {t_ref / t_ours:.1f}x faster, "
+          f"x{t_one / t_ours:.2f} over 1 thread")
     dk = np.nanmax(np.abs(ours.pareto_k.values - ref.pareto_k.values))
     de = np.max(np.abs(ours.elpd_i.values - ref.elpd_i.values))
     print(f"elpd_loo {ours.elpd:.4f} (ArviZ {ref.elpd:.4f}), p_loo {ours.p:.4f} ({ref.p:.4f}), "

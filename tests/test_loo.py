@@ -128,6 +128,7 @@ def test_ess_mean_matches_arviz():
     from arviz_stats.loo.loo_helper import _get_r_eff
 
     assert relative_eff(tree["posterior"].to_dataset()) == pytest.approx(_get_r_eff(tree, 480), rel=1e-12)
+    assert relative_eff(tree["posterior"].to_dataset(), threads=1) == relative_eff(tree["posterior"].to_dataset(), threads=3)
 
 
 def test_tail_length_and_gpd_rules():
@@ -140,3 +141,14 @@ def test_tail_length_and_gpd_rules():
     assert abs(k[0]) < 0.05 and sigma[0] == pytest.approx(2.0, rel=0.05)
     with pytest.raises(ValueError, match="at least 5"):
         psis_loo_arrays(np.zeros((20, 3)))
+
+
+def test_threads_do_not_change_a_number():
+    """Chunks are independent: any thread count gives the same arrays, bit for bit."""
+    rng = np.random.default_rng(5)
+    ll = rng.normal(size=(400, 37)) * rng.uniform(0.1, 3.0, size=37) - 2.0
+    one = psis_loo_arrays(ll, 0.7, keep_weights=True, chunk_bytes=8 * 400 * 4, threads=1)
+    for threads in (2, 5):
+        many = psis_loo_arrays(ll, 0.7, keep_weights=True, chunk_bytes=8 * 400 * 4, threads=threads)
+        for a, b in zip(one, many):
+            np.testing.assert_array_equal(a, b)

@@ -21,13 +21,17 @@ when the first quartile of the exceedances equals their minimum (``k`` is NaN) o
 not finite; ``good_k = min(1 - 1/log10(S), 0.7)``.
 
 Work is done in chunks of observations so the temporary arrays stay under ``chunk_bytes``;
-only the ``M + 1`` largest ratios per observation are sorted (``argpartition``).
+only the ``M + 1`` largest ratios per observation are sorted (``argpartition``). Chunks are
+independent and NumPy releases the GIL in their sorts and ufuncs, so they run on ``threads``
+threads (default: the cores this process may use); the numbers do not depend on it.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import xarray as xr
@@ -152,13 +156,22 @@ def _psis_chunk(ll: np.ndarray, n_tail: int, keep_weights: bool):
     return elpd, lppd - elpd, k, log_w
 
 
+def default_threads() -> int:
+    """The cores this process may use (its CPU affinity; ``os.cpu_count()`` where unknown)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def psis_loo_arrays(log_lik: np.ndarray, r_eff: float = 1.0, *, keep_weights: bool = False,
-                    chunk_bytes: int = 8 * 2**20):
+                    chunk_bytes: int = 8 * 2**20, threads: int | None = None):
     """PSIS-LOO of ``log_lik`` with draws on axis 0 and observations on axis 1, (S, N).
 
     Returns ``elpd_i``, ``p_loo_i``, ``pareto_k`` (each (N,)) and, with ``keep_weights``, the
     normalised smoothed log weights (N, S); else None. Observations are processed in chunks
-    of about ``chunk_bytes`` of draws (and of the GPD fit's grid).
+    of about ``chunk_bytes`` of draws (and of the GPD fit's grid), on ``threads`` threads
+    (None: :func:`default_threads`; at most ``threads`` chunks in memory at once).
     """
     log_lik = np.asarray(log_lik)
     S, N = log_lik.shape
@@ -170,13 +183,21 @@ def psis_loo_arrays(log_lik: np.ndarray, r_eff: float = 1.0, *, keep_weights: bo
     step = max(1, min(N, chunk_bytes // per_obs))
     elpd, p_loo, k = (np.empty(N) for _ in range(3))
     log_w = np.empty((N, S)) if keep_weights else None
-    for i0 in range(0, N, step):
+    def one(i0):
         sl = slice(i0, min(N, i0 + step))
-        chunk = np.ascontiguousarray(log_lik[:, sl].T, dtype=np.float64)
-        e, p, kk, w = _psis_chunk(chunk, n_tail, keep_weights)
+        e, p, kk, w = _psis_chunk(np.ascontiguousarray(log_lik[:, sl].T, dtype=np.float64), n_tail, keep_weights)
         elpd[sl], p_loo[sl], k[sl] = e, p, kk
         if keep_weights:
             log_w[sl] = w
+
+    starts = range(0, N, step)
+    threads = min(len(starts), default_threads() if threads is None else max(1, int(threads)))
+    if threads == 1:
+        for i0 in starts:
+            one(i0)
+    else:
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(one, starts))  # list(): re-raises a chunk's exception here
     return elpd, p_loo, k, log_w
 
 
@@ -269,9 +290,10 @@ def ess_mean(draws: np.ndarray) -> np.ndarray:
     return np.where(has_nan, np.nan, out)
 
 
-def relative_eff(posterior: xr.Dataset) -> float:
+def relative_eff(posterior: xr.Dataset, threads: int | None = None) -> float:
     """ArviZ's ``r_eff`` for ``az.loo``: the mean ESS ("mean") over every value of every
-    posterior variable, divided by the number of draws; 1 for a single chain."""
+    posterior variable, divided by the number of draws; 1 for a single chain (batches of
+    series on ``threads`` threads, None: :func:`default_threads`)."""
     n_chain, n_draw = posterior.sizes["chain"], posterior.sizes["draw"]
     if n_chain == 1:
         return 1.0
@@ -279,17 +301,24 @@ def relative_eff(posterior: xr.Dataset) -> float:
               .reshape(-1, n_chain, n_draw) for da in posterior.data_vars.values()]
     series = np.concatenate(series, axis=0)
     step = 64  # series per batch: keeps the FFT buffers in cache
-    ess = np.concatenate([ess_mean(series[i:i + step]) for i in range(0, len(series), step)])
+    batches = [series[i:i + step] for i in range(0, len(series), step)]
+    threads = min(len(batches), default_threads() if threads is None else max(1, int(threads)))
+    if threads == 1:
+        ess = np.concatenate([ess_mean(b) for b in batches])
+    else:
+        with ThreadPoolExecutor(threads) as pool:
+            ess = np.concatenate(list(pool.map(ess_mean, batches)))
     return float(np.mean(ess) / (n_chain * n_draw))
 
 
 # ----------------------------------------------------------------------------- ELPD object
 def psis_loo(tree, var_name: str | None = None, *, reff: float | None = None, pointwise: bool = True,
-             keep_weights: bool = False, chunk_bytes: int = 8 * 2**20):
+             keep_weights: bool = False, chunk_bytes: int = 8 * 2**20, threads: int | None = None):
     """PSIS-LOO of a DataTree with ``posterior`` and ``log_likelihood`` groups, as
     ``az.loo(tree, pointwise=pointwise, var_name=var_name, reff=reff)``: an
     ``arviz_stats`` ``ELPDDataLOO`` (usable by ``az.compare`` and the plots). ``log_weights``
-    (dims obs..., chain, draw, as ArviZ) only with ``keep_weights`` (S x N doubles)."""
+    (dims obs..., chain, draw, as ArviZ) only with ``keep_weights`` (S x N doubles); ``threads``:
+    see :func:`psis_loo_arrays`."""
     from arviz_stats.utils import ELPDDataLOO
 
     group = tree["log_likelihood"].to_dataset() if isinstance(tree, xr.DataTree) else tree.log_likelihood
@@ -307,9 +336,9 @@ def psis_loo(tree, var_name: str | None = None, *, reff: float | None = None, po
     N = int(np.prod(obs_shape))
     if reff is None:
         posterior = tree["posterior"].to_dataset() if isinstance(tree, xr.DataTree) else tree.posterior
-        reff = relative_eff(posterior)
+        reff = relative_eff(posterior, threads)
     elpd_i, p_i, k, log_w = psis_loo_arrays(da.values.reshape(S, N), reff, keep_weights=keep_weights,
-                                            chunk_bytes=chunk_bytes)
+                                            chunk_bytes=chunk_bytes, threads=threads)
     good_k = min(1 - 1 / np.log10(S), 0.7) if S > 1 else 0.7
     warn = bool(np.any(k > good_k))
     if warn:
