@@ -146,11 +146,14 @@ def section_hyper(sens: Study | None, mult: Study | None, cal: Study | None, fig
         if beta is not None and fixed is not None:
             null = 0.0 if 0.0 in factor_levels(m, "share_inconsistent") else factor_levels(m, "share_inconsistent")[0]
             Jmax = factor_levels(m, "n_groups")[-1]
-            gb = grouped(m, ["pi"], ["fwer", "tpr"], where={"share_inconsistent": null, "n_groups": Jmax})
+            gb = grouped(m, ["pi"], ["fwer", "tpr", "ece"], where={"share_inconsistent": null, "n_groups": Jmax})
             rb, rf = row_at(gb, pi=beta), row_at(gb, pi=fixed)
             w = compare_word(*vals(rb, "fwer"), *vals(rf, "fwer"), "higher than", "lower than", "within Monte Carlo error of")
             beta_txt = (f"a {beta} prior on pi gives P(≥1 false flag) {v(rb, 'fwer')} at J = {Jmax:g} with share "
                         f"{null:g} inconsistent groups, {w} fixed π = {fixed}'s {v(rf, 'fwer')}")
+            if null == 0:  # every truth 0: the ECE is the mean PIP
+                beta_txt += (f", yet the PIPs stay near the prior there (mean PIP {v(rf, 'ece')} with π = {fixed}, "
+                             f"{v(rb, 'ece')} with {beta}: a PIP under the flag threshold is no evidence of consistency)")
             shares = [x for x in factor_levels(m, "share_inconsistent") if x > 0]
             if shares:  # where the two differ most: few inconsistent groups among many
                 gp = grouped(m, ["pi"], ["fwer", "fpr", "tpr"], where={"share_inconsistent": shares[0], "n_groups": Jmax})
