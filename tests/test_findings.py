@@ -75,11 +75,15 @@ def test_default_run_leaves_a_full_store_alone(root, tmp_path):
     assert run_designs(sub, tmp_path, "default", progress=False) == {}
 
 
-def test_safe_choice_picks_fewest_false_flags_among_the_most_powerful():
-    f = pd.DataFrame({"pi": [0.1, 0.25, 0.5], "tpr": [0.50, 0.58, 0.60], "tpr_mcse": [0.01, 0.01, 0.01],
-                      "fwer": [0.05, 0.20, 0.60], "fwer_mcse": [0.02, 0.02, 0.02]})
-    # pi = 0.1's TPR is below the best by 0.10 > 2 * sqrt(2) * 0.01: out; of 0.25 and 0.5, 0.25 flags less
+def test_safe_choice_keeps_false_flags_rare_then_finds_the_most():
+    f = pd.DataFrame({"pi": [0.1, 0.25, 0.5, 0.75], "tpr": [0.50, 0.58, 0.60, 0.80],
+                      "tpr_mcse": [0.01, 0.01, 0.01, 0.01], "fwer": [0.05, 0.15, 0.19, 0.99],
+                      "fwer_mcse": [0.02, 0.02, 0.02, 0.02]})
+    # 0.75 breaks the 0.2 target; of the rest 0.1's TPR is below the best by 0.10 > 2 * sqrt(2) * 0.01: out;
+    # 0.25 and 0.5 are within MC error of each other and 0.25 flags less
     assert safe_choice(f, "pi")["pi"] == 0.25
+    assert safe_choice(f, "pi", fwer_target=0.1)["pi"] == 0.1
+    assert safe_choice(f.assign(fwer=[0.5, 0.6, 0.7, 0.9]), "pi")["pi"] == 0.1  # none keeps it: fewest false flags
 
 
 def test_plan_ratio_only_where_the_measured_time_covers_every_fit():

@@ -152,3 +152,21 @@ def test_threads_do_not_change_a_number():
         many = psis_loo_arrays(ll, 0.7, keep_weights=True, chunk_bytes=8 * 400 * 4, threads=threads)
         for a, b in zip(one, many):
             np.testing.assert_array_equal(a, b)
+
+
+def test_waic_chunked_equals_the_whole_array_formula():
+    """ArviZ 1.x has no WAIC: the reference is the formula on the whole array,
+    elpd_i = log mean_s exp(l_is) - var_s(l_is); chunks and threads change no number."""
+    from simstudy.model.loo import waic_arrays
+
+    rng = np.random.default_rng(6)
+    ll = rng.normal(size=(300, 53)) * rng.uniform(0.1, 2.0, size=53) - 3.0
+    top = ll.max(0)
+    elpd_i = np.log(np.mean(np.exp(ll - top), axis=0)) + top - np.var(ll, axis=0, ddof=1)
+    ref = {"elpd_waic": elpd_i.sum(), "p_waic": np.var(ll, axis=0, ddof=1).sum(),
+           "se": np.sqrt(53 * np.var(elpd_i)), "waic": -2 * elpd_i.sum()}
+    whole = waic_arrays(ll, chunk_bytes=10**9, threads=1)
+    for key, value in ref.items():
+        assert whole[key] == pytest.approx(value, rel=1e-13), key
+    for threads in (1, 3):
+        assert waic_arrays(ll, chunk_bytes=8 * 300 * 5, threads=threads) == whole

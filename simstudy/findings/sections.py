@@ -85,30 +85,42 @@ def _is_beta(level) -> bool:
 HYPER = ["tpr", "fpr", "fwer", "ece", "tau_t_coverage"]
 
 
-def safe_choice(frame: pd.DataFrame, factor: str) -> pd.Series | None:
-    """The level of ``factor`` (rows of ``frame``) with the lowest P(≥1 false flag) among those
-    whose TPR is not below the best TPR beyond Monte Carlo error."""
+#: the familywise false-flag probability a safe default must keep (point estimate)
+FWER_TARGET = 0.2
+
+
+def safe_choice(frame: pd.DataFrame, factor: str, fwer_target: float = FWER_TARGET) -> pd.Series | None:
+    """The level of ``factor`` (rows of ``frame``) that finds the most inconsistent groups while
+    keeping false flags rare: among the levels with P(≥1 false flag) ≤ ``fwer_target``, those
+    whose TPR is not below the best TPR beyond Monte Carlo error, and of these the one with the
+    lowest P(≥1 false flag); when no level keeps the target, the level with the lowest."""
     ok = frame[np.isfinite(frame["tpr"].to_numpy(float)) & np.isfinite(frame["fwer"].to_numpy(float))]
     if ok.empty:
         return None
-    best = ok.loc[ok["tpr"].idxmax()]
-    keep = ok[[not (differs(r.tpr, r.tpr_mcse, best.tpr, best.tpr_mcse) and r.tpr < best.tpr)
-               for r in ok.itertuples()]]
+    within = ok[ok["fwer"].to_numpy(float) <= fwer_target]
+    if within.empty:
+        return ok.loc[ok["fwer"].idxmin()]
+    best = within.loc[within["tpr"].idxmax()]
+    keep = within[[not (differs(r.tpr, r.tpr_mcse, best.tpr, best.tpr_mcse) and r.tpr < best.tpr)
+                   for r in within.itertuples()]]
     return keep.loc[keep["fwer"].idxmin()]
 
 
 def safe_table(s: xr.Dataset) -> pd.DataFrame:
-    """Per (J, n): the safe pi and the safe scale-SD prior (:func:`safe_choice`) with their TPR and
-    P(≥1 false flag)."""
+    """Per (J, n): the safe pi (:func:`safe_choice`, the scale-SD priors averaged over) and the
+    safe scale-SD prior at that pi, with their TPR and P(≥1 false flag)."""
     rows = []
     for J in factor_levels(s, "n_groups"):
         for n in factor_levels(s, "group_size"):
             row = {"J": f"{J:g}", "n": f"{n:g}"}
-            for f, head in (("pi", "π"), ("scale_sd", "scale-SD prior")):
-                g = grouped(s, [f], ["tpr", "fwer"], where={"n_groups": J, "group_size": n})
-                c = safe_choice(g, f)
-                row[f"safe {head}"] = "n/a" if c is None else (f"{c[f]:g}" if isinstance(c[f], float) else str(c[f]))
-                row[f"TPR / P(≥1 false flag) at that {head}"] = "n/a" if c is None else f"{v(c, 'tpr')} / {v(c, 'fwer')}"
+            where = {"n_groups": J, "group_size": n}
+            for f, head, at in (("pi", "safe π", "at that π"), ("scale_sd", "safe scale-SD prior at that π",
+                                                                    "at that π and prior")):
+                c = safe_choice(grouped(s, [f], ["tpr", "fwer"], where=where), f)
+                row[head] = "n/a" if c is None else (f"{c[f]:g}" if isinstance(c[f], float) else str(c[f]))
+                row[f"TPR / P(≥1 false flag) {at}"] = "n/a" if c is None else f"{v(c, 'tpr')} / {v(c, 'fwer')}"
+                if f == "pi" and c is not None:
+                    where = {**where, "pi": [c["pi"]]}
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -123,6 +135,9 @@ def section_hyper(sens: Study | None, mult: Study | None, cal: Study | None, fig
         word = compare_word(*vals(hi, "fwer"), *vals(lo, "fwer"), "higher", "lower", "no different beyond Monte Carlo error")
         best_ece = extreme(g, "ece", largest=False)
         ece_txt = "n/a" if best_ece is None else f"π = {best_ece['pi']:g}, ECE {v(best_ece, 'ece')}"
+        shares = {c.generator.get("share_inconsistent") for c in sens.design.cells()}
+        if best_ece is not None and len(shares) == 1 and None not in shares:
+            ece_txt += f" (the data's share of inconsistent groups is {shares.pop():g})"
         answer.append(
             f"With π fixed, P(≥1 false flag) is {v(hi, 'fwer')} at π = {hi['pi']:g} against {v(lo, 'fwer')} at "
             f"π = {lo['pi']:g} ({word}), TPR {v(hi, 'tpr')} against {v(lo, 'tpr')}, and PIPs are best calibrated at "
@@ -177,8 +192,10 @@ def section_hyper(sens: Study | None, mult: Study | None, cal: Study | None, fig
                 _table(grouped(s, ["pi", *by], HYPER), ["pi", *by], HYPER), "",
                 "**Scale-SD prior (family and scale):**", "",
                 _table(grouped(s, ["scale_sd", *by], HYPER), ["scale_sd", *by], HYPER), "",
-                "**Safe defaults per J and n**: the level with the lowest P(≥1 false flag) among those whose TPR "
-                "is not below the best beyond 2 MCSE (the other factor averaged over):", "",
+                f"**Safe defaults per J and n**: among the levels keeping P(≥1 false flag) ≤ {FWER_TARGET:g}, the "
+                "one with the lowest P(≥1 false flag) of those whose TPR is not below the best beyond 2 MCSE; where "
+                "no level keeps it, the level with the lowest; π with the scale-SD priors averaged over, then the "
+                "scale-SD prior at that π:", "",
                 md_table(safe_table(s)), "",
                 figs.add(P.plot_sensitivity(s, "fwer", x="pi", hue="scale_sd", col="n_groups", row="group_size"),
                          "hyper_fwer", "P(at least one false flag) against pi"), "",
