@@ -424,7 +424,10 @@ def section_cost(studies: dict[str, Study | None], cost: pd.DataFrame, plan_line
     out += ["**Convergence** (usable fits; a not-converged fit failed the rule after its extensions and still counts):",
             "", md_table(conv), ""]
     out += ["### `simstudy plan` against the measured time", "", *plan_lines, ""]
-    out += ["**Ratio to ivd on Saeb M1**: not measured here (the repository holds no ivd timing of the Saeb M1 fit).", ""]
+    out += ["**Ratio to ivd on Saeb M1**: ivd (R/NIMBLE) cannot be installed on this machine (no CRAN), so there is no "
+            "ratio from one run. Its Saeb M1 fit (2 chains x (3000 + 2000)) took 318 s wall on this machine class in "
+            "issue #15's side-by-side run; `benchmarks/bench_saeb.py` times `simstudy fit` on the same model, stage by "
+            "stage (figures in the README's benchmark table: a ratio across days, so ±50%).", ""]
     for name in ("sensitivity", "paper_study1"):
         st = studies.get(name)
         if st is not None and np.isfinite(np.asarray(st.summary["sample_s"].values, float)).any():
