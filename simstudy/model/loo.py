@@ -164,6 +164,17 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def threaded_map(fn, items, threads: int | None = None) -> list:
+    """``[fn(x) for x in items]`` on up to ``threads`` threads (None: :func:`default_threads`),
+    in order; an exception in any call is raised here."""
+    items = list(items)
+    n = min(len(items), default_threads() if threads is None else max(1, int(threads)))
+    if n <= 1:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(n) as pool:
+        return list(pool.map(fn, items))
+
+
 def psis_loo_arrays(log_lik: np.ndarray, r_eff: float = 1.0, *, keep_weights: bool = False,
                     chunk_bytes: int = 8 * 2**20, threads: int | None = None):
     """PSIS-LOO of ``log_lik`` with draws on axis 0 and observations on axis 1, (S, N).
@@ -190,14 +201,7 @@ def psis_loo_arrays(log_lik: np.ndarray, r_eff: float = 1.0, *, keep_weights: bo
         if keep_weights:
             log_w[sl] = w
 
-    starts = range(0, N, step)
-    threads = min(len(starts), default_threads() if threads is None else max(1, int(threads)))
-    if threads == 1:
-        for i0 in starts:
-            one(i0)
-    else:
-        with ThreadPoolExecutor(threads) as pool:
-            list(pool.map(one, starts))  # list(): re-raises a chunk's exception here
+    threaded_map(one, range(0, N, step), threads)
     return elpd, p_loo, k, log_w
 
 
@@ -221,14 +225,7 @@ def waic_arrays(log_lik: np.ndarray, *, chunk_bytes: int = 8 * 2**20, threads: i
         p_waic[sl] = np.var(ll, axis=0, ddof=1)
 
     step = max(1, min(N, chunk_bytes // (8 * max(S, 1))))
-    starts = range(0, N, step)
-    threads = min(len(starts), default_threads() if threads is None else max(1, int(threads)))
-    if threads == 1:
-        for i0 in starts:
-            one(i0)
-    else:
-        with ThreadPoolExecutor(threads) as pool:
-            list(pool.map(one, starts))
+    threaded_map(one, range(0, N, step), threads)
     elpd_i = lppd - p_waic
     elpd = float(np.sum(elpd_i))
     return {"elpd_waic": elpd, "se": float(np.sqrt(len(elpd_i) * np.var(elpd_i))), "p_waic": float(np.sum(p_waic)),
@@ -322,13 +319,7 @@ def relative_eff(posterior: xr.Dataset, threads: int | None = None) -> float:
               .reshape(-1, n_chain, n_draw) for da in posterior.data_vars.values()]
     series = np.concatenate(series, axis=0)
     step = 64  # series per batch: keeps the FFT buffers in cache
-    batches = [series[i:i + step] for i in range(0, len(series), step)]
-    threads = min(len(batches), default_threads() if threads is None else max(1, int(threads)))
-    if threads == 1:
-        ess = np.concatenate([ess_mean(b) for b in batches])
-    else:
-        with ThreadPoolExecutor(threads) as pool:
-            ess = np.concatenate(list(pool.map(ess_mean, batches)))
+    ess = np.concatenate(threaded_map(ess_mean, [series[i:i + step] for i in range(0, len(series), step)], threads))
     return float(np.mean(ess) / (n_chain * n_draw))
 
 
