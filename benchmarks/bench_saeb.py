@@ -1,12 +1,13 @@
 """Where `simstudy fit` spends its time on the Saeb data, stage by stage: imports, data prep,
 compile, sampling, pointwise log-likelihood, LOO, WAIC, summary, writing the fit directory;
-Models M1 and M2 (``analysis/saeb_models.py``), each cold (empty JAX compilation cache) and warm
-(the cache that cold run filled), every run in a fresh process as the CLI would be (prints
-figures; not a test). Then sequential against parallel chains (``chain_method``) on the first
-model, in one process with the programs compiled: sampling seconds of each (best of
-``--rounds``), the speed-up ratio, and a check that the draws are identical.
+Models M1 and M2 (``analysis/saeb_models.py``; ``--models M3`` adds the random-slope scale
+model), each cold (empty JAX compilation cache) and warm (the cache that cold run filled),
+every run in a fresh process as the CLI would be (prints figures; not a test). Then
+sequential against parallel chains (``chain_method``) on the first model, in one process with
+the programs compiled: sampling seconds of each (best of ``--rounds``), the speed-up ratio,
+and a check that the draws are identical.
 
-    .venv/bin/python benchmarks/bench_saeb.py [--models M1,M2] [--chains 4] [--warmup 1000] [--draws 1000]
+    .venv/bin/python benchmarks/bench_saeb.py [--models M1,M2[,M3]] [--chains 4] [--warmup 1000] [--draws 1000]
         [--chain-method auto] [--before DIR]
 
 ``--before DIR``: also run the stage table with the package found in DIR (e.g. an export of
@@ -28,6 +29,9 @@ MODELS = {
     "M1": ("math_proficiency ~ 1 + (1 | school_id)", "~ 1 + (1 | school_id)"),
     "M2": ("math_proficiency ~ student_ses * school_ses + (1 | school_id)",
            "~ student_ses * school_ses + (1 | school_id)"),
+    # a random student_ses slope in the scale: the per-observation likelihood, 4 indicator combinations
+    "M3": ("math_proficiency ~ student_ses * school_ses + (1 | school_id)",
+           "~ student_ses * school_ses + (1 + student_ses | school_id)"),
 }
 STAGES = ("imports", "prep", "compile", "sampling", "loglik", "loo", "waic", "summary", "writing")
 
