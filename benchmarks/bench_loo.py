@@ -90,9 +90,9 @@ def main() -> None:
     shape = tree["log_likelihood"][var].shape
     print(f"log-likelihood {shape[0]} chains x {shape[1]} draws x {shape[2]} observations "
           f"({'Saeb M1 fit' if args.fit else 'synthetic Saeb-M1-shaped posterior'})")
-    from simstudy.model.loo import default_threads
+    from simstudy.model.chains import usable_cores
 
-    n_threads = default_threads()
+    n_threads = usable_cores()
     one, many = [], []
     for _ in range(args.rounds):  # interleaved: machine noise hits both alike
         t0 = time.perf_counter()

@@ -29,7 +29,6 @@ threads (default: the cores this process may use); the numbers do not depend on 
 from __future__ import annotations
 
 import math
-import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
@@ -37,6 +36,8 @@ import numpy as np
 import xarray as xr
 from scipy.fft import irfft, next_fast_len, rfft
 from scipy.special import logsumexp
+
+from .chains import usable_cores
 
 __all__ = ["psis_loo_arrays", "psis_loo", "relative_eff", "tail_length", "gpd_fit", "ess_mean", "waic_arrays"]
 
@@ -156,19 +157,11 @@ def _psis_chunk(ll: np.ndarray, n_tail: int, keep_weights: bool):
     return elpd, lppd - elpd, k, log_w
 
 
-def default_threads() -> int:
-    """The cores this process may use (its CPU affinity; ``os.cpu_count()`` where unknown)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
-
-
 def threaded_map(fn, items, threads: int | None = None) -> list:
-    """``[fn(x) for x in items]`` on up to ``threads`` threads (None: :func:`default_threads`),
+    """``[fn(x) for x in items]`` on up to ``threads`` threads (None: :func:`~.chains.usable_cores`),
     in order; an exception in any call is raised here."""
     items = list(items)
-    n = min(len(items), default_threads() if threads is None else max(1, int(threads)))
+    n = min(len(items), usable_cores() if threads is None else max(1, int(threads)))
     if n <= 1:
         return [fn(x) for x in items]
     with ThreadPoolExecutor(n) as pool:
@@ -182,7 +175,7 @@ def psis_loo_arrays(log_lik: np.ndarray, r_eff: float = 1.0, *, keep_weights: bo
     Returns ``elpd_i``, ``p_loo_i``, ``pareto_k`` (each (N,)) and, with ``keep_weights``, the
     normalised smoothed log weights (N, S); else None. Observations are processed in chunks
     of about ``chunk_bytes`` of draws (and of the GPD fit's grid), on ``threads`` threads
-    (None: :func:`default_threads`; at most ``threads`` chunks in memory at once).
+    (None: every usable core; at most ``threads`` chunks in memory at once).
     """
     log_lik = np.asarray(log_lik)
     S, N = log_lik.shape
@@ -194,6 +187,7 @@ def psis_loo_arrays(log_lik: np.ndarray, r_eff: float = 1.0, *, keep_weights: bo
     step = max(1, min(N, chunk_bytes // per_obs))
     elpd, p_loo, k = (np.empty(N) for _ in range(3))
     log_w = np.empty((N, S)) if keep_weights else None
+
     def one(i0):
         sl = slice(i0, min(N, i0 + step))
         e, p, kk, w = _psis_chunk(np.ascontiguousarray(log_lik[:, sl].T, dtype=np.float64), n_tail, keep_weights)
@@ -311,7 +305,7 @@ def ess_mean(draws: np.ndarray) -> np.ndarray:
 def relative_eff(posterior: xr.Dataset, threads: int | None = None) -> float:
     """ArviZ's ``r_eff`` for ``az.loo``: the mean ESS ("mean") over every value of every
     posterior variable, divided by the number of draws; 1 for a single chain (batches of
-    series on ``threads`` threads, None: :func:`default_threads`)."""
+    series on ``threads`` threads, None: every usable core)."""
     n_chain, n_draw = posterior.sizes["chain"], posterior.sizes["draw"]
     if n_chain == 1:
         return 1.0

@@ -16,7 +16,7 @@ import os
 import sys
 from pathlib import Path
 
-
+from ..model.chains import usable_cores
 
 XLA_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
@@ -53,11 +53,6 @@ def jobqueue_config_path() -> Path | None:
     return path if path.is_file() else None
 
 
-def _cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
 
 
 # ----------------------------------------------------------------------------- clusters
@@ -115,7 +110,7 @@ def _client_for(cluster: str, workers: int | None, n_tasks: int, say):
     from distributed import Client, LocalCluster
 
     if cluster == "local":
-        n = workers or max(1, min(_cpu_count(), n_tasks))
+        n = workers or max(1, min(usable_cores(), n_tasks))
         say(f"starting a local cluster: {n} worker process(es), 1 thread each")
         lc = LocalCluster(
             n_workers=n,

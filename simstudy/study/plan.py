@@ -202,7 +202,7 @@ class ShapeCost:
 
 def machine_info() -> dict:
     """What the calibration cache is keyed by on this machine: CPU model and usable cores."""
-    from .cluster import _cpu_count
+    from ..model.chains import usable_cores
 
     model = ""
     try:
@@ -213,7 +213,7 @@ def machine_info() -> dict:
                     break
     except OSError:
         pass
-    return {"cpu": model or platform.processor() or platform.machine(), "cores": _cpu_count()}
+    return {"cpu": model or platform.processor() or platform.machine(), "cores": usable_cores()}
 
 
 def _versions() -> dict:
@@ -404,12 +404,12 @@ class Plan:
 def effective_workers(cluster: str, workers: int | None, n_tasks: int) -> int:
     """The worker processes a run would use: ``workers`` (default: the CPUs here, at most one
     per task) locally; jobs x processes per job on SLURM/PBS (jobqueue configuration)."""
-    from .cluster import _cpu_count
+    from ..model.chains import usable_cores
 
     if workers is not None and (isinstance(workers, bool) or int(workers) < 1):
         raise PlanError(f"workers must be at least 1, got {workers}; pass --workers N with N >= 1")
     if cluster == "local":
-        return int(workers) if workers else max(1, min(_cpu_count(), max(1, n_tasks)))
+        return int(workers) if workers else max(1, min(usable_cores(), max(1, n_tasks)))
     if cluster in ("slurm", "pbs"):
         from .cluster import _jobqueue_settings
 

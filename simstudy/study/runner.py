@@ -62,7 +62,8 @@ from .design import Design, Task, load_design
 from .store import StoreError, StoreInfo, completion, create_or_open, write_block
 
 from .cluster import XLA_FLAGS, jax_cache_dir, jobqueue_config_path, jobqueue_kwargs, worker_env  # noqa: F401
-from .cluster import _client_for, _cpu_count, _jobqueue_settings
+from ..model.chains import usable_cores
+from .cluster import _client_for, _jobqueue_settings
 from .status import print_status, status_rows  # noqa: F401
 from .task import _block_finished, _describe
 from .task import (  # noqa: F401
@@ -251,7 +252,7 @@ def _worker_memory(cluster: str, workers: int | None, n_tasks: int, client=None)
         return None, ""
     if cluster == "local":
         total = machine_memory()
-        n = workers or max(1, min(_cpu_count(), n_tasks))
+        n = workers or max(1, min(usable_cores(), n_tasks))
         return total // n, f"this machine's {fmt_bytes(total)} shared by {n} worker process(es)"
     if cluster in ("slurm", "pbs"):
         settings = _jobqueue_settings(cluster)
