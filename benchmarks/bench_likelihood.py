@@ -62,7 +62,7 @@ def main() -> None:
     structure = structure_for(data, Priors())
     assert not structure.sufficient
     init = {k: v[0] for k, v in initial_values(data, structure, np.random.default_rng(0), 1).items()}
-    layouts = ["flat", "factored"]
+    layouts = ["flat", "factored", "native"]
     fns = {}
     for layout in layouts:
         f, x = gradient_fn(data, layout, init)

@@ -8,10 +8,12 @@ the programs compiled: sampling seconds of each (best of ``--rounds``), the spee
 and a check that the draws are identical.
 
     .venv/bin/python benchmarks/bench_saeb.py [--models M1,M2[,M3]] [--chains 4] [--warmup 1000] [--draws 1000]
-        [--chain-method auto] [--before DIR]
+        [--chain-method auto] [--before DIR] [--jax-path]
 
 ``--before DIR``: also run the stage table with the package found in DIR (e.g. an export of
 the main branch: ``git archive main | tar -x -C DIR``), for before/after figures in one run.
+``--jax-path``: also run it with the compiled per-observation kernel switched off
+(``SIMSTUDY_NATIVE=0``, rows labelled "jax"): M2 and M3 take the per-observation path.
 Short chains (e.g. ``--warmup 300 --draws 300``) make a smoke run: every stage but sampling
 and LOO/WAIC keeps its cost.
 """
@@ -140,6 +142,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="timed rounds of the sequential/parallel comparison")
     parser.add_argument("--before", default=None, help="also time the package found in this directory")
     parser.add_argument("--skip-stages", action="store_true", help="only the sequential/parallel comparison")
+    parser.add_argument("--jax-path", action="store_true",
+                        help="also run the stage table with the compiled likelihood kernel off (SIMSTUDY_NATIVE=0)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--chains-child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -152,17 +156,20 @@ def main() -> None:
         return
     mcmc = ["--chains", str(args.chains), "--warmup", str(args.warmup), "--draws", str(args.draws)]
     models = args.models.split(",")
-    trees = [("", None)] + ([("before ", os.path.abspath(args.before))] if args.before else [])
+    variants = [("", {})]
+    if args.before:
+        variants.append(("before ", {"PYTHONPATH": os.path.abspath(args.before)}))
+    if args.jax_path:
+        variants.append(("jax ", {"SIMSTUDY_NATIVE": "0"}))
     rows = []
     for model in [] if args.skip_stages else models:
-        for label, tree in trees:
+        for label, extra_env in variants:
             with tempfile.TemporaryDirectory() as cache:
                 for state in ("cold", "warm"):
-                    env = dict(os.environ, SIMSTUDY_JAX_CACHE=cache, JAX_PLATFORMS="cpu")
-                    if tree:
-                        env["PYTHONPATH"] = tree
+                    env = dict(os.environ, SIMSTUDY_JAX_CACHE=cache, JAX_PLATFORMS="cpu", **extra_env)
+                    before = "PYTHONPATH" in extra_env
                     stages, wall = _run_child(["--child", model, *mcmc, "--chain-method",
-                                               "none" if tree else args.chain_method], env)
+                                               "none" if before else args.chain_method], env)
                     stages["pre-sampling"] = stages["start-up"] + stages["imports"] + stages["prep"] + stages["compile"]
                     rows.append((f"{label}{model} {state}", wall, stages))
                     print(f"{label}{model} {state}: {wall:.1f} s wall", flush=True)

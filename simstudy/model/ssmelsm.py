@@ -46,7 +46,9 @@ import numpyro.distributions as dist
 from jax.scipy.special import gammaln, logsumexp
 from numpyro.distributions import constraints
 
+from . import native
 from .data import MelsmData
+from .group_basis import GroupBasis, group_basis
 from .priors import Priors
 from .reparam import location_data_dominate, scale_centring_weights
 
@@ -122,10 +124,14 @@ def _matching_column(z: np.ndarray, X: np.ndarray) -> int:
 
 
 # ----------------------------------------------------------------------------- inputs
-def model_arrays(data: MelsmData, structure: Structure, layout: str = "factored") -> dict[str, np.ndarray]:
+def model_arrays(data: MelsmData, structure: Structure, layout: str | None = None) -> dict[str, np.ndarray]:
     """The arrays the model reads (only those its likelihood path needs). ``layout`` of the
-    per-observation path: ``"factored"`` (:func:`per_observation_arrays`, default) or
-    ``"flat"`` (the earlier formulation, kept as the reference for tests and benchmarks)."""
+    per-observation path: ``"native"`` (:func:`native_arrays`, the compiled kernel of
+    :mod:`simstudy.model.native`), ``"factored"`` (:func:`per_observation_arrays`, pure JAX) or
+    ``"flat"`` (the earlier formulation, kept as the reference for tests and benchmarks);
+    default (None): native where the kernel is available and fits the data, else factored."""
+    if layout not in (None, "native", "factored", "flat"):
+        raise ValueError(f"layout must be 'native', 'factored' or 'flat', got {layout!r}")
     s = data.stats
     arrays = {
         "X_mean": s.X_mean,
@@ -141,7 +147,10 @@ def model_arrays(data: MelsmData, structure: Structure, layout: str = "factored"
     elif layout == "flat":
         arrays.update(y=data.y, group=data.group, X=data.X, Z_loc=data.Z_loc, W=data.W, Z_scale=data.Z_scale)
     else:
-        arrays.update(per_observation_arrays(data))
+        basis, reason = native_basis(data) if layout in (None, "native") else (None, None)
+        if layout == "native" and basis is None:
+            raise ValueError(f"layout='native' is unavailable here: {reason}")
+        arrays.update(per_observation_arrays(data) if basis is None else native_arrays(data, basis))
     return arrays
 
 
@@ -151,6 +160,18 @@ def per_observation_arrays(data: MelsmData) -> dict[str, np.ndarray]:
     sorted by group (stable; the likelihood is a sum, so the order is free), and per-group
     sums of the scale design ``W_sum`` (J, S), ``Z_scale_sum`` (J, K) and sizes ``n_group``."""
     order = np.argsort(data.group, kind="stable")
+    return {"y": data.y[order], "group": data.group[order], "X": data.X[order], "Z_loc": data.Z_loc[order],
+            "W": data.W[order], "Z_scale": data.Z_scale[order], **_scale_design_sums(data)}
+
+
+def native_arrays(data: MelsmData, basis: GroupBasis) -> dict[str, np.ndarray]:
+    """Arrays of :func:`_native_loglik`: the padded group-basis layout of
+    :mod:`simstudy.model.group_basis` and the same per-group scale-design sums."""
+    return {"y_padded": basis.y, "basis_t": basis.basis_t, "offsets": basis.offsets, "varies": basis.varies,
+            **basis.blocks(), **_scale_design_sums(data)}
+
+
+def _scale_design_sums(data: MelsmData) -> dict[str, np.ndarray]:
     J = data.n_groups
 
     def group_sum(M):
@@ -158,9 +179,23 @@ def per_observation_arrays(data: MelsmData) -> dict[str, np.ndarray]:
         np.add.at(out, data.group, M)
         return out
 
-    return {"y": data.y[order], "group": data.group[order], "X": data.X[order], "Z_loc": data.Z_loc[order],
-            "W": data.W[order], "Z_scale": data.Z_scale[order], "W_sum": group_sum(data.W),
-            "Z_scale_sum": group_sum(data.Z_scale), "n_group": data.group_sizes.astype(np.float64)}
+    return {"W_sum": group_sum(data.W), "Z_scale_sum": group_sum(data.Z_scale),
+            "n_group": data.group_sizes.astype(np.float64)}
+
+
+def native_basis(data: MelsmData) -> tuple[GroupBasis | None, str | None]:
+    """``data``'s group basis when the compiled kernel can serve its per-observation
+    likelihood, else ``(None, why not)``."""
+    if data.dims["K"] > native.MAX_K:
+        return None, f"{data.dims['K']} scale random effects (the kernel takes at most {native.MAX_K})"
+    reason = native.unavailable_reason()
+    if reason is not None:
+        return None, f"the compiled kernel is unavailable ({reason})"
+    basis = group_basis(data, lanes=native.LANES)
+    if basis.width > native.MAX_BASIS:
+        return None, (f"the groups' designs need a basis of {basis.width} columns (the kernel takes at most "
+                      f"{native.MAX_BASIS})")
+    return basis, None
 
 
 def hyper_arrays(data: MelsmData, priors: Priors) -> dict[str, np.ndarray]:
@@ -319,6 +354,8 @@ def group_loglik(arrays, beta, eta, u, t, combos, structure: Structure):
         log_sigma = (arrays["W_mean"] @ eta)[:, None] + (arrays["Z_scale_mean"] * t) @ combos.T  # (J, C)
         n = arrays["n"][:, None]
         return -n * (log_sigma + 0.5 * LOG_2PI) - 0.5 * rss[:, None] * jnp.exp(-2.0 * log_sigma)
+    if "basis_t" in arrays:
+        return _native_loglik(arrays, beta, eta, u, t, structure)
     if "W_sum" in arrays:
         return _factored_loglik(arrays, beta, eta, u, t, structure)
     g = arrays["group"]
@@ -355,6 +392,24 @@ def _factored_loglik(arrays, beta, eta, u, t, structure: Structure):
         columns.append(v)
     quad = jax.ops.segment_sum(jnp.stack(columns, axis=1), g, num_segments=structure.n_groups,
                                indices_are_sorted=True)  # (J, C)
+    return _loglik_from_quad(arrays, eta, t, quad, structure)
+
+
+def _native_loglik(arrays, beta, eta, u, t, structure: Structure):
+    """:func:`_factored_loglik` with its per-observation sum done by the compiled kernel
+    (:func:`simstudy.model.native.group_quad`) in each group's own basis
+    (:mod:`simstudy.model.group_basis`): the same likelihood up to rounding (tested)."""
+    alpha = arrays["coef_X"] @ beta + jnp.einsum("jbq,jq->jb", arrays["coef_Z_loc"], u)  # (J, b)
+    gamma = arrays["coef_W"] @ eta  # (J, b)
+    lam = jnp.einsum("jbk,jk->jkb", arrays["coef_Z_scale"], t)  # (J, K, b)
+    quad = native.group_quad(arrays["y_padded"], arrays["basis_t"], arrays["offsets"], arrays["varies"],
+                             alpha, gamma, lam)  # (J, C)
+    return _loglik_from_quad(arrays, eta, t, quad, structure)
+
+
+def _loglik_from_quad(arrays, eta, t, quad, structure: Structure):
+    """``-sum_i log sigma_ic - n_j/2 log 2 pi - quad_jc / 2`` from the group sums of the scale
+    design: the per-observation log-likelihood summed per group, (J, C)."""
     combos = jnp.asarray(structure.combos)
     log_sigma_sum = (arrays["W_sum"] @ eta)[:, None] + (arrays["Z_scale_sum"] * t) @ combos.T
     return -log_sigma_sum - (0.5 * LOG_2PI) * arrays["n_group"][:, None] - 0.5 * quad

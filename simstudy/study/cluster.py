@@ -41,6 +41,8 @@ def worker_env() -> dict[str, str]:
         "SIMSTUDY_JAX_CACHE": jax_cache_dir(),
         # one thread per worker: a single fit made on a worker runs its chains one after another
         "SIMSTUDY_CHAIN_METHOD": "sequential",
+        # the compiled likelihood kernel's switch and cache, where the launching shell set them
+        **{k: os.environ[k] for k in ("SIMSTUDY_NATIVE", "SIMSTUDY_NATIVE_CACHE", "CXX") if os.environ.get(k)},
     }
 
 
