@@ -122,7 +122,7 @@ def available() -> bool:
     with _LOCK:
         if "ok" not in _STATE:
             _STATE.update(_load())
-            if not _STATE["ok"] and _STATE["reason"] != "off":
+            if not _STATE["ok"] and not _STATE.get("quiet"):
                 warnings.warn(f"compiled likelihood kernel unavailable ({_STATE['reason']}); the per-observation "
                               f"likelihood uses the pure-JAX path, the same numbers about twice as slow. "
                               f"Set {ENV_SWITCH}=0 to choose that path silently.", NativeKernelWarning, stacklevel=2)
@@ -137,9 +137,9 @@ def unavailable_reason() -> str | None:
 
 def _load() -> dict:
     if os.environ.get(ENV_SWITCH, "1").strip().lower() in ("0", "false", "off", "no"):
-        return {"ok": False, "reason": "off"}
-    if jax.default_backend() != "cpu":
-        return {"ok": False, "reason": f"the kernel is CPU-only and JAX runs on {jax.default_backend()}"}
+        return {"ok": False, "reason": "off", "quiet": True}
+    if jax.default_backend() != "cpu":  # an accelerator runs the JAX path well: nothing to warn about
+        return {"ok": False, "reason": f"the kernel is CPU-only and JAX runs on {jax.default_backend()}", "quiet": True}
     try:
         library = ctypes.cdll.LoadLibrary(str(build()))
         jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(library.SimstudyGroupQuad), platform="cpu")
