@@ -229,26 +229,25 @@ def _posterior_dict(records: dict, i: int) -> dict:
 
 
 def batch_diagnostics(records: dict, pips: bool = True) -> xr.Dataset:
-    """R-hat, bulk and tail ESS (ArviZ) for the hyperparameters (and, with ``pips``, the
-    per-draw inclusion probabilities) of every dataset in a batch: variables with dims
-    (dataset, ...). The PIP diagnostics are most of the cost (one per group)."""
-    variables = {}
+    """R-hat, bulk and tail ESS for the hyperparameters (and, with ``pips``, the per-draw
+    inclusion probabilities) of every dataset in a batch: variables with dims
+    (dataset, ...). ArviZ's numbers (:mod:`simstudy.model.mcmc_stats`, all quantities at once)."""
+    from .mcmc_stats import diagnostics
+
     wanted = ("beta", "eta", "tau", "pi", "incl_prob") if pips else ("beta", "eta", "tau", "pi")
+    variables = {}
     for name, value in records.items():
         if name in wanted:
-            variables[name] = value
+            variables[name] = np.asarray(value)
         elif name == "L_corr":
             variables["corr"] = np.einsum("...ik,...jk->...ij", value, value)
-    ds = xr.Dataset({k: (("dataset", "chain", "draw") + tuple(f"{k}_dim{d}" for d in range(v.ndim - 3)), v)
-                     for k, v in variables.items()})
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # constant draws (e.g. fixed correlations) give NaN
-        rhat = arviz_stats.rhat(ds, sample_dims=["chain", "draw"])
-        ess_bulk = arviz_stats.ess(ds, sample_dims=["chain", "draw"], method="bulk")
-        ess_tail = arviz_stats.ess(ds, sample_dims=["chain", "draw"], method="tail")
-    return xr.concat([rhat, ess_bulk, ess_tail], dim=pd.Index(["rhat", "ess_bulk", "ess_tail"], name="diagnostic"))
+    per_stat = {stat: {} for stat in ("rhat", "ess_bulk", "ess_tail")}
+    for name, v in variables.items():  # (dataset, chain, draw, ...) -> (dataset, ..., chain, draw)
+        dims = ("dataset",) + tuple(f"{name}_dim{d}" for d in range(v.ndim - 3))
+        for stat, values in diagnostics(np.moveaxis(v, (1, 2), (-2, -1))).items():
+            per_stat[stat][name] = (dims, values)
+    return xr.concat([xr.Dataset(per_stat[stat]) for stat in ("rhat", "ess_bulk", "ess_tail")],
+                     dim=pd.Index(["rhat", "ess_bulk", "ess_tail"], name="diagnostic"))
 
 
 def _unit_diagnostics(diag: xr.Dataset, i: int, dims: dict, coords: dict) -> dict[str, xr.Dataset]:
