@@ -379,3 +379,22 @@ def test_progress_bar_counts_iterations(frame):
     assert "compiling" in buf.getvalue() and "sampling" in buf.getvalue()
     plain = fit_module.fit(data, chains=2, warmup=150, draws=150)
     np.testing.assert_array_equal(with_bar.posterior["tau"].values, plain.posterior["tau"].values)
+
+
+def test_small_groups_advice():
+    from simstudy.realdata.commands import SMALL_GROUP_MEDIAN, small_groups_advice
+
+    assert small_groups_advice(np.full(40, SMALL_GROUP_MEDIAN)) is None
+    assert small_groups_advice([2, 3, 50, 60, 70]) is None  # median 50
+    text = small_groups_advice([3, 8, 10, 12, 400])
+    assert "median group has 10 observations" in text and "too little data" in text
+
+
+def test_cli_fit_warns_about_small_groups(data_dir, frame, tmp_path, cli_fit):
+    """8 observations per group (the compiled shape of the module: only J matters here)."""
+    assert "median group has" not in cli_fit[0].output  # 20 per group: no warning
+    small = frame.groupby("group").head(8)
+    small.to_csv(tmp_path / "small.csv", index=False)
+    result = _invoke(["fit", tmp_path / "small.csv", "--location", LOC, "--scale", SCALE, *MCMC_ARGS])
+    assert result.exit_code == 0, result.output
+    assert "median group has 8 observations" in " ".join(result.output.split())
