@@ -296,3 +296,16 @@ def test_worker_env_carries_the_kernel_settings(monkeypatch):
     monkeypatch.delenv("SIMSTUDY_NATIVE")
     monkeypatch.delenv("SIMSTUDY_NATIVE_CACHE")
     assert "SIMSTUDY_NATIVE" not in worker_env() and "SIMSTUDY_NATIVE_CACHE" not in worker_env()
+
+
+@needs_kernel
+def test_group_basis_is_computed_once_per_dataset(monkeypatch):
+    import simstudy.model.group_basis as gb
+
+    calls = []
+    real = gb.group_basis
+    monkeypatch.setattr(gb, "group_basis", lambda data, **kw: calls.append(1) or real(data, **kw))
+    data = _data("saeb", 2, seed=11)
+    structure = structure_for(data, Priors())
+    first, second = model_arrays(data, structure), model_arrays(data, structure)
+    assert len(calls) == 1 and first["basis_t"] is second["basis_t"]

@@ -257,6 +257,14 @@ class MelsmData:
         return sums / self.group_sizes.reshape((-1,) + (1,) * (M.ndim - 1))
 
     @cached_property
+    def group_basis(self):
+        """Each group's designs in a basis of its own columns, rows padded per group: the layout
+        of the compiled likelihood kernel (:mod:`simstudy.model.group_basis`), computed once."""
+        from .group_basis import group_basis
+
+        return group_basis(self)
+
+    @cached_property
     def stats(self) -> GroupStats:
         A = np.concatenate([self.X, self.Z_loc], axis=1)
         J = self.n_groups

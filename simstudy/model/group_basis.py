@@ -93,7 +93,11 @@ def _group_basis(D: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
     return B, M, ones_first
 
 
-def group_basis(data: MelsmData, lanes: int = 8) -> GroupBasis:
+#: rows of each group are padded to a multiple of this (the compiled kernel's vector width)
+LANES = 8
+
+
+def group_basis(data: MelsmData, lanes: int = LANES) -> GroupBasis:
     """The per-group basis layout of ``data`` (see the module docstring)."""
     order = np.argsort(data.group, kind="stable")
     g = data.group[order]

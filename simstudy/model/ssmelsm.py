@@ -48,7 +48,7 @@ from numpyro.distributions import constraints
 
 from . import native
 from .data import MelsmData
-from .group_basis import GroupBasis, group_basis
+from .group_basis import GroupBasis
 from .priors import Priors
 from .reparam import location_data_dominate, scale_centring_weights
 
@@ -191,7 +191,7 @@ def native_basis(data: MelsmData) -> tuple[GroupBasis | None, str | None]:
     reason = native.unavailable_reason()
     if reason is not None:
         return None, f"the compiled kernel is unavailable ({reason})"
-    basis = group_basis(data, lanes=native.LANES)
+    basis = data.group_basis  # computed once per dataset (batch_key and fit_batch both ask)
     if basis.width > native.MAX_BASIS:
         return None, (f"the groups' designs need a basis of {basis.width} columns (the kernel takes at most "
                       f"{native.MAX_BASIS})")

@@ -40,8 +40,6 @@ SOURCE = Path(__file__).with_name("group_quad.cc")
 TARGET = "simstudy_group_quad"
 #: widest per-group basis and most scale random effects the kernel is instantiated for
 MAX_BASIS, MAX_K = 8, 3
-#: rows of each group are padded to a multiple of this (the kernel's vector width)
-LANES = 8
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC")
 ENV_SWITCH = "SIMSTUDY_NATIVE"
 ENV_CACHE = "SIMSTUDY_NATIVE_CACHE"
