@@ -309,3 +309,22 @@ def test_group_basis_is_computed_once_per_dataset(monkeypatch):
     structure = structure_for(data, Priors())
     first, second = model_arrays(data, structure), model_arrays(data, structure)
     assert len(calls) == 1 and first["basis_t"] is second["basis_t"]
+
+
+def test_nearly_collinear_designs_fall_back_to_the_jax_path():
+    """A column within 1e-10 (relative) of the others is left out of the basis; if rebuilding it
+    then errs by more than MAX_BASIS_ERROR, the JAX path is used, not a rounded design."""
+    from simstudy.model.ssmelsm import MAX_BASIS_ERROR, native_basis
+
+    rng = np.random.default_rng(3)
+    g = np.repeat(np.arange(2), 400)
+    x = rng.normal(size=g.size)
+    near = x.copy()
+    near[5] += 1e-9  # residual 1e-9 against a column norm of ~20: below the rank tolerance
+    W = np.column_stack([np.ones(g.size), x, near])
+    data = MelsmData.from_arrays(rng.normal(size=g.size), g, W=W, Z_scale=np.column_stack([np.ones(g.size), x]))
+    assert data.group_basis.max_error > MAX_BASIS_ERROR
+    if native.available():
+        basis, reason = native_basis(data)
+        assert basis is None and "collinear" in reason
+    assert "basis_t" not in model_arrays(data, structure_for(data, Priors()))

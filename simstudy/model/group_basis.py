@@ -52,7 +52,7 @@ class GroupBasis:
         return {n: np.ascontiguousarray(self.coef[:, :, a:b]) for n, a, b in zip(names, edges[:-1], edges[1:])}
 
 
-def _select_columns(D: np.ndarray, candidates: list[np.ndarray]) -> list[int]:
+def _select_columns(candidates: list[np.ndarray]) -> list[int]:
     """Indices of ``candidates`` chosen greedily, in order, while each adds a new direction
     (modified Gram-Schmidt against the ones chosen)."""
     chosen, Q = [], []
@@ -75,10 +75,10 @@ def _group_basis(D: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
     n, m = D.shape
     ones = np.ones(n)
     candidates = [ones] + [D[:, c] for c in range(m)]
-    chosen = _select_columns(D, [D[:, c] for c in range(m)])
+    chosen = _select_columns(candidates[1:])
     # the intercept first when the group's design spans it: its predictors that are constant in
     # the group then need no per-row exponential
-    with_ones = _select_columns(D, candidates)
+    with_ones = _select_columns(candidates)
     ones_first = bool(with_ones) and with_ones[0] == 0 and len(with_ones) == len(chosen)
     B = np.column_stack([candidates[i] for i in with_ones]) if ones_first else (
         D[:, chosen] if chosen else np.zeros((n, 0)))

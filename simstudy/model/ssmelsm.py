@@ -25,7 +25,8 @@ the deterministic site ``incl_prob``; their posterior mean is the Rao-Blackwelli
 Two exactly equivalent likelihood paths: per-group sufficient statistics when the scale
 design is constant within groups (cost O(J), see :class:`simstudy.model.data.GroupStats`), else
 per observation (cost O(N 2^K) multiplications, O(N (1 + K)) exponentials; see
-:func:`_factored_loglik`).
+:func:`_factored_loglik`), done by a compiled kernel where one could be built
+(:func:`_native_loglik`, :mod:`simstudy.model.native`; the same numbers to rounding).
 
 Every prior *value* (pi, SD-prior family and parameters, LKJ eta, fixed-effect prior means
 and SDs) is an array in ``hyper``, so one compiled program serves a whole sweep; only the
@@ -183,6 +184,10 @@ def _scale_design_sums(data: MelsmData) -> dict[str, np.ndarray]:
             "n_group": data.group_sizes.astype(np.float64)}
 
 
+#: largest relative error of a group's design rebuilt from its basis that the kernel path accepts
+MAX_BASIS_ERROR = 1e-10
+
+
 def native_basis(data: MelsmData) -> tuple[GroupBasis | None, str | None]:
     """``data``'s group basis when the compiled kernel can serve its per-observation
     likelihood, else ``(None, why not)``."""
@@ -195,6 +200,9 @@ def native_basis(data: MelsmData) -> tuple[GroupBasis | None, str | None]:
     if basis.width > native.MAX_BASIS:
         return None, (f"the groups' designs need a basis of {basis.width} columns (the kernel takes at most "
                       f"{native.MAX_BASIS})")
+    if basis.max_error > MAX_BASIS_ERROR:
+        return None, (f"the groups' designs are too close to collinear for the basis layout (relative "
+                      f"reconstruction error {basis.max_error:.1e})")
     return basis, None
 
 
