@@ -31,6 +31,7 @@ METHOD_LABELS = {
     "hlm": "HLM (QQ envelope)",
     "hlm_z": "HLM (|Z| > 1.96)",
     "hlm_bh": "HLM (BH 5%)",
+    "hlm_qq": "HLM (QQ envelope, quartile line)",
 }
 _SS_FLAG_PIP = 0.75  # simstudy.study.scoring.SS_MELSM_FLAG_PIP (no import: evaluate reads stores only)
 

@@ -21,7 +21,9 @@ Each step is a small pure function over arrays:
    metafor's ``ranef()`` reports); ``Z_j = theta_j / SE_j`` (0 when ``tau^2 = 0``).
 4. Flag rules (each a named method): ``hlm`` (:func:`flag_envelope`: Z outside the 95%
    pointwise envelope of the normal QQ plot from 1,000 standard-normal samples of size J,
-   seeded from the replicate's seed), ``hlm_z`` (:func:`flag_z`: ``|Z| > 1.96``), ``hlm_bh``
+   seeded from the replicate's seed, around the identity line), ``hlm_qq`` (the same envelope
+   around the plot's quartile line, :func:`flag_envelope_line`: the rule that reproduces the
+   authors' published figures), ``hlm_z`` (:func:`flag_z`: ``|Z| > 1.96``), ``hlm_bh``
    (:func:`flag_bh`: Benjamini-Hochberg at 0.05 on the two-sided p-values). The score for
    ROC/PR curves is ``|Z_j|``; a flag's direction is the sign of ``Z_j``.
 
@@ -50,6 +52,8 @@ __all__ = [
     "homogeneity",
     "qq_envelope",
     "flag_envelope",
+    "qq_line",
+    "flag_envelope_line",
     "flag_z",
     "flag_bh",
     "two_sided_p",
@@ -57,7 +61,7 @@ __all__ = [
 ]
 
 #: the flag rules of the two-stage HLM, each a method name of a study
-COMPARATORS = ("hlm", "hlm_z", "hlm_bh")
+COMPARATORS = ("hlm", "hlm_z", "hlm_bh", "hlm_qq")
 ENVELOPE_SIMS = 1000
 Z_CRIT = 1.959963984540054  # qnorm(0.975)
 BH_ALPHA = 0.05
@@ -273,6 +277,32 @@ def flag_envelope(z, lo, hi) -> np.ndarray:
     return out
 
 
+def qq_line(z) -> tuple[float, float]:
+    """``(a, b)``: the line of a normal QQ plot through the first and third quartiles of the
+    finite ``z`` (R's ``qqline``, ``car::qqPlot``'s default line): ``b = IQR(z) / IQR(N(0, 1))``,
+    ``a = Q1(z) - b Phi^-1(1/4)`` (quartiles by numpy's linear rule, R's type 7)."""
+    from scipy.stats import norm
+
+    z = np.asarray(z, float)
+    q1, q3 = np.quantile(z[np.isfinite(z)], [0.25, 0.75])
+    b = (q3 - q1) / (2.0 * norm.ppf(0.75))
+    return float(q1 + b * norm.ppf(0.75)), float(b)
+
+
+def flag_envelope_line(z, lo, hi) -> np.ndarray:
+    """The QQ-envelope rule around the plot's quartile line (``hlm_qq``): the standard-normal
+    envelope ``[lo, hi]`` of each order statistic mapped to ``a + b [lo, hi]``
+    (:func:`qq_line`), so the Z's own centre and spread are the reference, as in a QQ plot
+    read against its fitted line. This reproduces the authors' published Study 1 figures
+    (``analysis/hlm_rules.py``): the envelope around the identity line (``hlm``) flags every
+    extreme rank whenever shrinkage pulls the Z towards 0 (all of them when tau^2 = 0)."""
+    z = np.asarray(z, float)
+    if not np.isfinite(z).any():
+        return np.zeros(z.shape, bool)
+    a, b = qq_line(z)
+    return flag_envelope(z, a + b * np.asarray(lo), a + b * np.asarray(hi))
+
+
 def flag_z(z, crit: float = Z_CRIT) -> np.ndarray:
     """``|Z| > crit`` (NaN: never flagged)."""
     z = np.asarray(z, float)
@@ -346,10 +376,10 @@ def hlm(data, seed, n_sims: int = ENVELOPE_SIMS) -> HLMResult:
     k = int(np.isfinite(z).sum())
     if k:
         lo, hi = qq_envelope(k, np.random.default_rng(seed), n_sims)
-        env = flag_envelope(z, lo, hi)
+        env, env_line = flag_envelope(z, lo, hi), flag_envelope_line(z, lo, hi)
     else:
-        env = np.zeros(z.shape, bool)
-    flags = {"hlm": env, "hlm_z": flag_z(z), "hlm_bh": flag_bh(z)}
+        env = env_line = np.zeros(z.shape, bool)
+    flags = {"hlm": env, "hlm_z": flag_z(z), "hlm_bh": flag_bh(z), "hlm_qq": env_line}
     return HLMResult(n=n, s=s, d=d, v=v, blup=blup, se=se, z=z, flags=flags, sigma2=loc.sigma2,
                      tau2_u=float(loc.tau2[0, 0]), mu=mu, tau2=tau2, H=H, H_df=H_df, H_p=H_p,
                      seconds=time.perf_counter() - t0)

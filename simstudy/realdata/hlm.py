@@ -18,11 +18,13 @@ import pandas as pd
 __all__ = ["hlm_groups", "join_fit", "agreement", "plot_pip_vs_z", "hlm_command"]
 
 AGREEMENT = ("both", "SS-MELSM only", "HLM only", "neither")
+#: the flag columns of the groups table, one per HLM rule
+RULES = ("hlm", "hlm_qq", "hlm_z_flag", "hlm_bh")
 
 
 def hlm_groups(mdata, seed: int = 0):
-    """``(table, result)``: one row per group (``group, n, hlm_sd, hlm_d, hlm_z, hlm, hlm_z_flag,
-    hlm_bh``) and the :class:`~simstudy.methods.hlm.HLMResult`."""
+    """``(table, result)``: one row per group (``group, n, hlm_sd, hlm_d, hlm_z, hlm, hlm_qq,
+    hlm_z_flag, hlm_bh``) and the :class:`~simstudy.methods.hlm.HLMResult`."""
     from ..methods.hlm import hlm
 
     res = hlm(mdata, seed)
@@ -33,6 +35,7 @@ def hlm_groups(mdata, seed: int = 0):
         "hlm_d": res.d,
         "hlm_z": res.z,
         "hlm": res.flags["hlm"],
+        "hlm_qq": res.flags["hlm_qq"],
         "hlm_z_flag": res.flags["hlm_z"],
         "hlm_bh": res.flags["hlm_bh"],
     })
@@ -109,8 +112,8 @@ def hlm_command(data, *, location: str, scale: str, fit_dir=None, threshold: flo
     console.print(f"two-stage HLM: {mdata.n_groups} groups, {int(np.isfinite(res.z).sum())} with a Z "
                   f"(n >= 2); meta-analysis tau^2 = {res.tau2:.4g}; homogeneity H = {res.H:.1f} "
                   f"on {res.H_df} df, p = {res.H_p:.3g}", highlight=False)
-    flagged = table[table[["hlm", "hlm_z_flag", "hlm_bh"]].any(axis=1) | table.get("ss_melsm", False)]
-    shown = [c for c in ("group", "n", "hlm_z", "hlm", "hlm_z_flag", "hlm_bh", "pip", "ss_melsm") if c in flagged]
+    flagged = table[table[list(RULES)].any(axis=1) | table.get("ss_melsm", False)]
+    shown = [c for c in ("group", "n", "hlm_z", *RULES, "pip", "ss_melsm") if c in flagged]
     flagged = flagged[shown]
     t = Table(title="groups flagged by any rule (all columns: --out DIR/hlm_groups.csv)")
     for c in flagged.columns:
@@ -119,7 +122,7 @@ def hlm_command(data, *, location: str, scale: str, fit_dir=None, threshold: flo
         t.add_row(*[f"{v:.3f}" if isinstance(v, float) else str(v) for v in r.tolist()])
     console.print(t)
     if "ss_melsm" in table:
-        for rule in ("hlm", "hlm_z_flag", "hlm_bh"):
+        for rule in RULES:
             agr = agreement(table, rule)
             console.print(f"agreement with {rule}: " + ", ".join(f"{a} {n}" for a, n in agr.itertuples(index=False)),
                           highlight=False)
@@ -128,7 +131,7 @@ def hlm_command(data, *, location: str, scale: str, fit_dir=None, threshold: flo
         out.mkdir(parents=True, exist_ok=True)
         table.to_csv(out / "hlm_groups.csv", index=False)
         if "ss_melsm" in table:
-            pd.concat([agreement(table, r).assign(rule=r) for r in ("hlm", "hlm_z_flag", "hlm_bh")]).to_csv(
+            pd.concat([agreement(table, r).assign(rule=r) for r in RULES]).to_csv(
                 out / "agreement.csv", index=False)
             fig = plot_pip_vs_z(table, threshold)
             fig.savefig(out / "pip_vs_z.png", dpi=200)
