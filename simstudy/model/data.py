@@ -251,10 +251,14 @@ class MelsmData:
                 return False
         return True
 
-    def _group_mean(self, M: np.ndarray) -> np.ndarray:
+    def group_sum(self, M: np.ndarray) -> np.ndarray:
+        """Per-group sums of the rows of ``M`` (N, ...): (J, ...)."""
         sums = np.zeros((self.n_groups,) + M.shape[1:])
         np.add.at(sums, self.group, M)
-        return sums / self.group_sizes.reshape((-1,) + (1,) * (M.ndim - 1))
+        return sums
+
+    def _group_mean(self, M: np.ndarray) -> np.ndarray:
+        return self.group_sum(M) / self.group_sizes.reshape((-1,) + (1,) * (M.ndim - 1))
 
     @cached_property
     def group_basis(self):

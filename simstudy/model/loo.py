@@ -34,10 +34,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import xarray as xr
-from scipy.fft import irfft, next_fast_len, rfft
 from scipy.special import logsumexp
 
 from .chains import usable_cores
+from .mcmc_stats import ess_mean  # re-exported: r_eff's ESS, ArviZ's method="mean"
 
 __all__ = ["psis_loo_arrays", "psis_loo", "relative_eff", "tail_length", "gpd_fit", "ess_mean", "waic_arrays"]
 
@@ -227,81 +227,6 @@ def waic_arrays(log_lik: np.ndarray, *, chunk_bytes: int = 8 * 2**20, threads: i
 
 
 # ----------------------------------------------------------------------------- r_eff
-def ess_mean(draws: np.ndarray) -> np.ndarray:
-    """ArviZ's ESS for the mean (``method="mean"``) of many series at once.
-
-    ``draws``: (n_series, chains, draws). Chains are split in halves; the autocovariances
-    come from one batched FFT and Geyer's initial positive and monotone sequences are
-    applied with masks instead of loops. NaN for series with NaNs or fewer than 4 draws;
-    the sample size for (numerically) constant series.
-    """
-    draws = np.asarray(draws, dtype=float)
-    n_series, n_chain0, n_draw0 = draws.shape
-    out = np.full(n_series, np.nan)
-    if n_draw0 < 4:
-        return out
-    half = n_draw0 // 2
-    x = np.concatenate([draws[:, :, :half], draws[:, :, n_draw0 - half:]], axis=1)  # (n, m, n_draw)
-    m, n_draw = x.shape[1], x.shape[2]
-    size = m * n_draw
-    has_nan = np.isnan(x).any(axis=(1, 2))
-    constant = (np.max(x, axis=(1, 2)) - np.min(x, axis=(1, 2))) < np.finfo(float).resolution
-    fft_len = next_fast_len(2 * n_draw)
-    centred = x - x.mean(axis=2, keepdims=True)
-    f = rfft(centred, n=fft_len, axis=2)
-    f *= np.conjugate(f)
-    acov = irfft(f, n=fft_len, axis=2)[:, :, :n_draw] / n_draw
-    chain_mean = x.mean(axis=2)
-    acov_mean = acov.mean(axis=1)  # (n, n_draw)
-    mean_var = acov_mean[:, 0] * n_draw / (n_draw - 1.0)
-    var_plus = mean_var * (n_draw - 1.0) / n_draw
-    if m > 1:
-        var_plus = var_plus + np.var(chain_mean, axis=1, ddof=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rho = 1.0 - (mean_var[:, None] - acov_mean) / var_plus[:, None]  # rho[:, t] for t >= 1
-    rho[:, 0] = 1.0
-    # Geyer's initial positive sequence over pairs P_j = rho[2j] + rho[2j+1]; pair j >= 1 is
-    # computed while pair j - 1 had a positive sum and 2j - 1 < n_draw - 3
-    j_max = (n_draw - 1) // 2 - 1  # the loop runs t = 2j - 1 < n_draw - 3: pairs j = 1..j_max at most
-    even = rho[:, 2:2 * j_max + 1:2]  # rho[2j], j = 1..j_max
-    odd = rho[:, 3:2 * j_max + 2:2]
-    pair = even + odd  # (n, j_max)
-    positive = np.concatenate([(rho[:, :1] + rho[:, 1:2]) > 0, pair > 0], axis=1)  # pair j > 0, j = 0..j_max
-    # K = number of loop iterations: pairs j = 1..K computed, where pairs 0..K-1 were positive
-    run = np.cumprod(positive[:, :j_max], axis=1)  # run[:, j-1]: pairs 0..j-1 all positive
-    K = run.sum(axis=1)
-    rho_t = np.zeros_like(rho)
-    rho_t[:, 0] = 1.0
-    rho_t[:, 1] = rho[:, 1]
-    # pairs 1..K were assigned when their sum >= 0 (the last one may be negative and skipped)
-    j_idx = np.arange(1, j_max + 1)[None, :]
-    assigned = (j_idx <= K[:, None]) & (pair >= 0)
-    rho_t[:, 2:2 * j_max + 1:2] = np.where(assigned, even, 0.0)
-    rho_t[:, 3:2 * j_max + 2:2] = np.where(assigned, odd, 0.0)
-    max_t = 2 * K - 1
-    rows = np.arange(n_series)
-    last_even = np.where(K > 0, rho[rows, np.minimum(2 * K, n_draw - 1)], 1.0)
-    set_even = last_even > 0
-    rho_t[rows[set_even], (max_t + 1)[set_even]] = last_even[set_even]
-    # Geyer's initial monotone sequence: pairs 1..K-1 capped at the running minimum
-    pairs = rho_t[:, 0:2 * j_max:2] + rho_t[:, 1:2 * j_max + 1:2]  # pair sums j = 0..j_max-1
-    running = np.minimum.accumulate(pairs, axis=1)
-    in_range = np.arange(j_max)[None, :] <= (K - 1)[:, None]
-    capped = in_range & (pairs > running)
-    # a capped pair holds (previous pair sum) / 2 in both slots; the previous sum is the running min
-    half_prev = running / 2.0
-    ev = np.where(capped, half_prev, rho_t[:, 0:2 * j_max:2])
-    od = np.where(capped, half_prev, rho_t[:, 1:2 * j_max + 1:2])
-    total_pairs = np.sum(np.where(in_range, ev + od, 0.0), axis=1)
-    tail_term = rho_t[rows, np.minimum(max_t + 1, n_draw - 1)] * (max_t + 1 < n_draw)
-    tau_hat = -1.0 + 2.0 * total_pairs + tail_term
-    tau_hat = np.maximum(tau_hat, 1 / np.log10(size))
-    ess = size / tau_hat
-    ess = np.where(np.isnan(rho_t).any(axis=1), np.nan, ess)
-    out = np.where(constant, float(size), ess)
-    return np.where(has_nan, np.nan, out)
-
-
 def relative_eff(posterior: xr.Dataset, threads: int | None = None) -> float:
     """ArviZ's ``r_eff`` for ``az.loo``: the mean ESS ("mean") over every value of every
     posterior variable, divided by the number of draws; 1 for a single chain (batches of

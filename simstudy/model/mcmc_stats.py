@@ -10,8 +10,9 @@ same algorithms (Vehtari et al. 2021, as arviz-stats 1.x implements them) on arr
   the normal scores of the pooled ranks (Blom, c = 3/8) of the split chains;
 * :func:`ess_bulk`: ESS of the rank-normalised split chains (Geyer's initial monotone sequence
   over FFT autocovariances);
+* :func:`ess_mean`: the ESS of the split chains themselves (the mean's; PSIS-LOO's ``r_eff``);
 * :func:`ess_tail`: the smaller ESS of the indicators ``x <= q`` at the quantiles
-  ``(1 - p) / 2``-style pair ``sorted(p, 1 - p)``, ``p = arviz_stats``' default ``ci_prob``.
+  ``sorted(p, 1 - p)``, ``p`` arviz-stats' default ``ci_prob``.
 
 A quantity with a NaN draw gets NaN (ArviZ's rule); fewer than 4 draws, or fewer than 2 chains
 for R-hat, gives NaN for all.
@@ -139,6 +140,13 @@ def _ess(x: np.ndarray) -> np.ndarray:
     tau = np.maximum(-1.0 + 2.0 * body + last, 1.0 / np.log10(total))
     ess = np.where(np.isnan(rho_t[..., :n]).any(axis=-1), np.nan, total / tau)
     return np.where(constant, float(total), ess)
+
+
+def ess_mean(x) -> np.ndarray:
+    """ESS for the mean (ArviZ's ``method="mean"``, what ``r_eff`` of PSIS-LOO uses) of each
+    quantity of ``x`` (..., chain, draw): the split chains as they are."""
+    clean, bad = _prepared(x, min_chains=1)
+    return np.where(bad, np.nan, _ess(_split(clean)))
 
 
 def ess_bulk(x) -> np.ndarray:

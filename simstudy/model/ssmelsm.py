@@ -173,14 +173,7 @@ def native_arrays(data: MelsmData, basis: GroupBasis) -> dict[str, np.ndarray]:
 
 
 def _scale_design_sums(data: MelsmData) -> dict[str, np.ndarray]:
-    J = data.n_groups
-
-    def group_sum(M):
-        out = np.zeros((J, M.shape[1]))
-        np.add.at(out, data.group, M)
-        return out
-
-    return {"W_sum": group_sum(data.W), "Z_scale_sum": group_sum(data.Z_scale),
+    return {"W_sum": data.group_sum(data.W), "Z_scale_sum": data.group_sum(data.Z_scale),
             "n_group": data.group_sizes.astype(np.float64)}
 
 
