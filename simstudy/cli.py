@@ -37,7 +37,27 @@ _RUN_HELP = (
     "130 interrupted (Ctrl-C, SIGTERM): finished blocks are kept; rerun to resume\n"
     "75  busy: another runner holds the store (add --join to share it)\n"
     "2   nothing ran: invalid design or options, a resource limit, a store problem\n"
+    "1   an unexpected error (a bug: please report the traceback)\n"
 )
+
+
+def _use_jobqueue_config(path: Optional[Path]) -> None:
+    """--jobqueue-config PATH: the SLURM/PBS settings file, checked before anything is created
+    (exit 2 when it does not exist); passed on as $SIMSTUDY_JOBQUEUE_CONFIG."""
+    import os
+
+    from .study.cluster import JOBQUEUE_CONFIG_ENV
+
+    if path is None:
+        return
+    if not path.expanduser().is_file():
+        _fail(f"--jobqueue-config {path}: no such file; give the path of a jobqueue.yaml (e.g. cluster/jobqueue.yaml "
+              "of the repository)")
+    os.environ[JOBQUEUE_CONFIG_ENV] = str(path.expanduser().resolve())
+
+
+_JOBQUEUE_HELP = ("SLURM/PBS settings file (default: $SIMSTUDY_JOBQUEUE_CONFIG, else ./cluster/jobqueue.yaml, else "
+                  "the repository's cluster/jobqueue.yaml; your Dask config on top)")
 
 
 @app.command(help=_RUN_HELP)
@@ -45,9 +65,14 @@ def run(
     design: Path = typer.Argument(..., help="study design TOML file"),
     store: Path = typer.Option(..., "--store", "-s", help="results store (Zarr directory) to create or resume"),
     cluster: str = typer.Option("local", help="local | slurm | pbs | tcp://SCHEDULER:PORT"),
+    jobqueue_config: Optional[Path] = typer.Option(None, "--jobqueue-config", help=_JOBQUEUE_HELP),
     workers: Optional[int] = typer.Option(None, help="worker processes (local) or jobs (slurm/pbs)"),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="rerun tasks whose fits failed"),
-    progress: bool = typer.Option(True, help="show a progress bar"),
+    repair: bool = typer.Option(False, "--repair", help="first read every chunk of the store (as `simstudy status "
+                                "--verify`) and rerun the blocks with a damaged or missing chunk (same seeds, same "
+                                "numbers)"),
+    progress: bool = typer.Option(True, help="show a progress bar (--no-progress: no bar and no line per task; "
+                                  "the other messages stay)"),
     join: bool = typer.Option(False, "--join", help="if another runner holds the store, share it: run only tasks "
                               "nobody holds, wait for the rest"),
     max_cells: Optional[int] = typer.Option(None, "--max-cells", help="refuse designs with more cells (default 10000)"),
@@ -66,15 +91,20 @@ def run(
     for name, value in (("--max-cells", max_cells), ("--max-tasks", max_tasks)):
         if value is not None and value < 1:
             _fail(f"{name} must be at least 1, got {value}")
+    _use_jobqueue_config(jobqueue_config)
     try:
         summary = run_study(design, store, cluster=cluster, workers=workers, retry_failed=retry_failed,
                             progress=progress, join=join, max_cells=max_cells, max_tasks=max_tasks,
-                            worker_memory=worker_memory, command=" ".join(["simstudy"] + sys.argv[1:]))
+                            worker_memory=worker_memory, command=" ".join(["simstudy"] + sys.argv[1:]),
+                            repair=repair)
     except StoreBusyError as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(code=EXIT_BUSY)
     except (DesignError, StoreError, ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
+    except KeyboardInterrupt:  # before the run started (e.g. while connecting): nothing ran
+        typer.secho("interrupted", err=True)
+        raise typer.Exit(code=130)
     raise typer.Exit(code=summary.exit_code)
 
 
@@ -84,6 +114,9 @@ def plan(
     workers: Optional[int] = typer.Option(None, help="worker processes (local) or jobs (slurm/pbs); default as "
                                           "`simstudy run`: the CPUs here, at most one per task"),
     cluster: str = typer.Option("local", help="local | slurm | pbs | tcp://SCHEDULER:PORT (then --workers is needed)"),
+    jobqueue_config: Optional[Path] = typer.Option(None, "--jobqueue-config", help=_JOBQUEUE_HELP),
+    job_script: bool = typer.Option(False, "--job-script", help="with --cluster slurm|pbs: also print the job script "
+                                    "each worker job would run (nothing is submitted)"),
     calibrate: bool = typer.Option(True, help="fit the shapes this machine has no calibration for (a few seconds "
                                    "each); --no-calibrate: counts only unless cached"),
     recalibrate: bool = typer.Option(False, "--recalibrate",
@@ -111,26 +144,67 @@ def plan(
         _fail(f"--extension-rate must be a number >= 0 (expected extensions per fit), got {extension_rate}")
     if not design.is_file():
         _fail(f"no design file {design}; give the path of a design TOML file (e.g. designs/quickstart.toml)")
+    if job_script and cluster not in ("slurm", "pbs"):
+        _fail(f"--job-script needs --cluster slurm or --cluster pbs (got --cluster {cluster})")
+    _use_jobqueue_config(jobqueue_config)
+    from .study.cluster import describe_jobqueue_config
+    from .study.design import small_groups_note
+
     try:
         d = load_design(design)
         say = None if as_json else (lambda msg: typer.echo(msg, err=True))
+        note = small_groups_note(d)
+        if note and say:
+            say(f"warning: {note}")
+        if cluster in ("slurm", "pbs") and say:
+            say(describe_jobqueue_config(cluster))
         result = plan_design(d, workers, cluster=cluster, calibrate=calibrate, recalibrate=recalibrate,
                              extension_rate=extension_rate, progress=say)
-    except (DesignError, ResourceError, PlanError) as exc:
+        script = None
+        if job_script:
+            from .study.cluster import job_script as render_job_script
+
+            script = render_job_script(cluster)
+    except (DesignError, ResourceError, PlanError, FileNotFoundError) as exc:
         _fail(str(exc))
-    typer.echo(json.dumps(result.to_dict(), indent=1, default=str) if as_json else format_plan(result))
+    if as_json:
+        out = result.to_dict()
+        if script is not None:
+            out["job_script"] = script
+        typer.echo(json.dumps(out, indent=1, default=str))
+        return
+    typer.echo(format_plan(result))
+    if script is not None:
+        typer.echo(f"\njob script of each {cluster.upper()} worker job (the scheduler's address is filled in when "
+                   f"`simstudy run` starts it):\n{script}")
 
 
 @app.command()
-def status(store: Path = typer.Argument(..., help="results store")):
-    """Show how far a study has got: tasks done, failed, pending."""
-    from .study.status import print_status
+def status(
+    store: Path = typer.Argument(..., help="results store"),
+    verify: bool = typer.Option(False, "--verify", help="also read every chunk of every variable and check that "
+                                "every block marked done has all its chunks; exit code 2 when damage is found"),
+):
+    """Show how far a study has got: tasks done, failed, pending.
+
+    Leftovers of an interrupted store creation or extension are recovered first (when no runner holds the store).
+    Exit codes: 0 shown (with --verify: and every chunk reads back); 2 no readable store, or --verify found damaged
+    blocks (listed; `simstudy run DESIGN --store STORE --repair` recomputes them).
+    """
+    from .study.integrity import recover_unlocked
+    from .study.status import print_status, print_verification
     from .study.store import StoreError
 
+    for msg in recover_unlocked(store):
+        typer.echo(msg, err=True)
     try:
-        print_status(store)
+        damaged = print_verification(store) if verify else []
+        if not damaged:
+            print_status(store)
     except StoreError as exc:
         _fail(str(exc))
+    if damaged:
+        raise typer.Exit(code=2)
 
 
 # --------------------------------------------------------------------------- analysis

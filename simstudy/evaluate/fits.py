@@ -61,11 +61,12 @@ def open_store(store) -> xr.Dataset:
     path = Path(store)
     if not path.exists():
         raise FileNotFoundError(f"no results store at {path}")
-    try:
-        from ..study.store import open_results
-    except ImportError:  # pragma: no cover - store module absent
-        return xr.open_zarr(path, consolidated=False)
-    return open_results(path)
+    from ..study.integrity import check_readable
+    from ..study.store import open_results
+
+    ds = open_results(path)
+    check_readable(path)  # a damaged chunk: one StoreError naming it, not a codec traceback later
+    return ds
 
 
 def design_info(ds: xr.Dataset) -> dict:

@@ -203,6 +203,7 @@ def summarize_cli(
     """``simstudy summarize``: print a table of the key metrics (value ± MCSE) per cell and
     write the full summary to ``out`` (``.nc`` netCDF or ``.csv``)."""
     from rich.console import Console
+    from rich.markup import escape  # design names, labels, paths are text, not markup
     from rich.table import Table
 
     ds = open_store(store)
@@ -211,9 +212,10 @@ def summarize_cli(
 
     note = unfinished_note(ds, store if not isinstance(store, xr.Dataset) else None)
     if note:
-        Console(stderr=True).print(f"note: {note}", highlight=False)
+        Console(stderr=True).print(f"note: {escape(note)}", highlight=False)
     rule_txt = f"PIP ≥ {threshold:g}" if rule == "pip" else f"BF₁₀ ≥ {bf:g} (PIP ≥ {bf:g}π/(1−π+{bf:g}π))"
-    table = Table(title=f"{design_info(ds).get('name', 'study')}: {rule_txt}; value ± MCSE", show_lines=False)
+    table = Table(title=f"{escape(str(design_info(ds).get('name', 'study')))}: {rule_txt}; value ± MCSE",
+                  show_lines=False)
     table.add_column("cell", no_wrap=True)
     table.add_column("fits", justify="right")
     cols = [(k, h) for k, h in _CLI_COLUMNS if k in summary]
@@ -226,7 +228,7 @@ def summarize_cli(
             fits += f" ({int(summary.n_failed[c])} failed)"
         if int(summary.n_pending[c]):
             fits += f" ({int(summary.n_pending[c])} pending)"
-        row = [str(labels[c]), fits]
+        row = [escape(str(labels[c])), fits]
         for k, _ in cols:
             se = summary[f"{k}_mcse"].values[c] if f"{k}_mcse" in summary else None
             row.append(_fmt(float(summary[k].values[c]), None if se is None else float(se), 2 if k == "sample_s" else 3))
@@ -245,7 +247,7 @@ def summarize_cli(
         for c in mt.columns:
             t2.add_column(c, justify="left" if c == "method" else "right")
         for row in mt.itertuples(index=False):
-            t2.add_row(*[str(v) for v in row])
+            t2.add_row(*[escape(str(v)) for v in row])
         console.print(t2)
     if out is not None:
         out = Path(out)
@@ -256,7 +258,7 @@ def summarize_cli(
             summary_frame(summary).to_csv(out, index=False)
         else:
             raise ValueError(f"--out {out}: write a .nc or .csv file")
-        console.print(f"wrote {out}")
+        console.print(f"wrote {escape(str(out))}", highlight=False)
     return summary
 
 

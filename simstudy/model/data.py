@@ -14,6 +14,7 @@ sampling:
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -68,6 +69,33 @@ def _as_matrix(name: str, value, n: int) -> np.ndarray:
         rows = np.unique(np.nonzero(bad)[0])[:5]
         raise DataError(f"{name}: NaN or infinite values in rows {rows.tolist()} (0-based); drop or impute them")
     return arr
+
+
+#: largest |y| accepted: squares (sums of squares, variances) stay finite in float64
+MAX_ABS_RESPONSE = 1e150
+#: smallest sd(y) accepted: squares stay above float64's smallest normal number
+MIN_RESPONSE_SD = 1e-150
+#: smallest sd(y) / max|y| accepted: below it the variation is at float64's resolution of the values
+MIN_RELATIVE_SD = 1e-12
+
+
+def _check_magnitude(y: np.ndarray, response: str) -> None:
+    """Refuse responses whose size float64 cannot carry through a fit (any offset and scale in
+    between are fine: the sampler works on the standardised response, see
+    :mod:`simstudy.model.response_scale`)."""
+    top = float(np.max(np.abs(y)))
+    if top > MAX_ABS_RESPONSE:
+        raise DataError(f"y ({response}): values as large as {top:.3g}; their squares overflow float64 (the largest "
+                        f"value accepted is {MAX_ABS_RESPONSE:g}): rescale the response first, e.g. divide it by "
+                        f"1e{int(math.floor(math.log10(top)))}")
+    sd = float(np.std(y))
+    if sd < MIN_RESPONSE_SD:
+        raise DataError(f"y ({response}): standard deviation {sd:.3g} is below {MIN_RESPONSE_SD:g}, where its square "
+                        "underflows float64: rescale the response first (multiply it by a power of 10)")
+    if sd < MIN_RELATIVE_SD * top:
+        raise DataError(f"y ({response}): the values vary by an SD of {sd:.3g} around magnitudes up to {top:.3g}, "
+                        f"a relative variation below {MIN_RELATIVE_SD:g}, at the resolution of float64: subtract a "
+                        "constant (e.g. the mean) from the response first")
 
 
 def _names(name: str, names, width: int, default_prefix: str) -> tuple[str, ...]:
@@ -141,6 +169,7 @@ class MelsmData:
             )
         if np.ptp(y) == 0:
             raise DataError(f"y ({response}): constant response; a location-scale model needs variation")
+        _check_magnitude(y, response)
 
         group = np.asarray(group)
         if group.shape != (n,):

@@ -157,13 +157,43 @@ def _psis_chunk(ll: np.ndarray, n_tail: int, keep_weights: bool):
     return elpd, lppd - elpd, k, log_w
 
 
+def resolve_lazy_modules() -> list[str]:
+    """Finish loading, in the calling thread, every module that sits in ``sys.modules`` as a
+    lazy proxy (``importlib.util._LazyModule``, e.g. the ``jax`` and ``numpyro`` that
+    ``import arviz_base`` registers through ``lazy_loader``); returns their names.
+
+    Such a proxy loads itself on first attribute access, and before Python 3.12.3 that load is
+    not thread-safe (CPython gh-114763): the first thread flips the proxy into a plain, still
+    empty module, so a second thread sees ``module 'jax' has no attribute 'Array'``. SciPy's
+    array-API dispatch (``logsumexp`` and friends) does ``'jax' in sys.modules`` -> ``jax.Array``
+    from every worker thread, so the proxies must be resolved before the threads start (SciPy
+    would load ``jax`` in the first call anyway, so this costs nothing extra)."""
+    import importlib.util
+    import sys
+
+    lazy_type = getattr(importlib.util, "_LazyModule", None)
+    if lazy_type is None:  # pragma: no cover - not CPython
+        return []
+    names = []
+    for name, module in list(sys.modules.items()):
+        if type(module) is lazy_type:  # noqa: E721 - isinstance would not trigger, but be exact
+            try:
+                getattr(module, "__name__")  # any attribute access runs the real import
+            except Exception:  # noqa: BLE001 - a module that cannot import fails where it is used
+                continue
+            names.append(name)
+    return names
+
+
 def threaded_map(fn, items, threads: int | None = None) -> list:
     """``[fn(x) for x in items]`` on up to ``threads`` threads (None: :func:`~.chains.usable_cores`),
-    in order; an exception in any call is raised here."""
+    in order; an exception in any call is raised here. Lazily loaded modules are resolved
+    first, in this thread (:func:`resolve_lazy_modules`)."""
     items = list(items)
     n = min(len(items), usable_cores() if threads is None else max(1, int(threads)))
     if n <= 1:
         return [fn(x) for x in items]
+    resolve_lazy_modules()
     with ThreadPoolExecutor(n) as pool:
         return list(pool.map(fn, items))
 

@@ -262,9 +262,11 @@ def _unit_diagnostics(diag: xr.Dataset, i: int, dims: dict, coords: dict) -> dic
 
 
 def build_results(datasets, priors_list, structure, settings, records, stats, *, compile_s, sample_s, seeds,
-                  pip_diagnostics: bool = True, extensions=None):
+                  pip_diagnostics: bool = True, extensions=None, scalings=None):
     """Split batched sampler output into one :class:`FitResult` per dataset. ``sample_s``:
-    the batch's seconds (shared equally) or one value per dataset; ``extensions``: per dataset."""
+    the batch's seconds (shared equally) or one value per dataset; ``extensions``: per dataset;
+    ``scalings``: per dataset, the :class:`~simstudy.model.response_scale.ResponseScaling` the
+    draws were sampled on (mapped back to the data's scale here; R-hat and ESS do not change)."""
     diag = batch_diagnostics(records, pips=pip_diagnostics)
     results = []
     shares = list(sample_s) if np.ndim(sample_s) else [sample_s / len(datasets)] * len(datasets)
@@ -272,6 +274,8 @@ def build_results(datasets, priors_list, structure, settings, records, stats, *,
     for i, (data, priors) in enumerate(zip(datasets, priors_list)):
         dims, coords = _dims(data)
         posterior = _posterior_dict(records, i)
+        if scalings is not None:
+            posterior = scalings[i].posterior(posterior, structure.q_loc)
         sample_stats = {k: v[i] for k, v in stats.items() if k != "warmup_divergences"}
         sample_stats["tree_depth"] = np.floor(np.log2(sample_stats["n_steps"])).astype(np.int64) + 1
         post_dims = {k: v for k, v in dims.items() if k in posterior}

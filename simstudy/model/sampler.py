@@ -28,6 +28,7 @@ from .chains import chain_workers as _chain_parts, join_chains, run_parts, split
 from .data import MelsmData
 from .ssmelsm import Structure, hyper_arrays, intercept_column, model_arrays, ssmelsm, structure_for
 from .priors import Priors
+from .response_scale import ResponseScaling, response_scaling
 from .result import FitResult, build_results
 
 #: number of times the batched sampler has been traced (a trace precedes every compile)
@@ -322,6 +323,7 @@ def batch_key(data: MelsmData, priors: Priors | None = None, *, centered_locatio
     """Datasets with equal keys can share one :func:`fit_batch` call (and compiled program):
     the model structure and the shapes of the arrays the model reads. On the
     sufficient-statistics path the group sizes do not matter, only J and the design widths."""
+    data = response_scaling(data).data(data)  # what fit_batch samples (its default, automatic scaling)
     structure = structure_for(data, priors or Priors(), sufficient=sufficient, centered_location=centered_location,
                               partial_scale=partial_scale)
     return structure, _signature(model_arrays(data, structure))
@@ -346,6 +348,7 @@ def fit_batch(
     partial_scale: bool | None = None,
     chain_method: str = "sequential",
     chain_workers: int | None = None,
+    standardize: bool | None = None,
 ) -> list[FitResult]:
     """Fit many same-shaped datasets in one compiled, vmapped call (datasets x chains).
 
@@ -367,6 +370,10 @@ def fit_batch(
     ``"parallel"`` (the chains split into ``min(chains // 2, chain_workers or usable cores)``
     parts run at once by one compiled program, :mod:`simstudy.model.chains`; the same draws) or
     ``"auto"`` (``$SIMSTUDY_CHAIN_METHOD``, else parallel).
+    ``standardize``: sample the response standardised, ``(y - mean) / sd``, with every prior
+    moved along (an exact change of variables, :mod:`simstudy.model.response_scale`; results
+    are reported on the data's scale): None (default) for a response outside the unit band
+    only (``sd`` outside [0.01, 100] or ``|mean| > 100 sd``), True always, False never.
     """
     if isinstance(max_extensions, bool) or not isinstance(max_extensions, (int, np.integer)) or max_extensions < 0:
         raise ValueError(f"max_extensions must be a non-negative integer, got {max_extensions!r}")
@@ -380,6 +387,10 @@ def fit_batch(
     seeds = list(range(len(datasets))) if seeds is None else list(seeds)
     if len(seeds) != len(datasets):
         raise ValueError(f"got {len(seeds)} seeds for {len(datasets)} datasets")
+    # sampled on the unit scale where the response is far from it (exact; mapped back in build_results)
+    raw = list(datasets)
+    scalings = [response_scaling(d, standardize) for d in raw]
+    datasets = [sc.data(d) for sc, d in zip(scalings, raw)]
 
     # the parameterisation follows dataset 0 (pass centered_location to fix it independently of
     # the batch); everything else structural must agree
@@ -410,7 +421,7 @@ def fit_batch(
         np.stack(keys),
         stack(inits),
         stack(arrays),
-        stack([hyper_arrays(d, p) for d, p in zip(datasets, priors_list)]),
+        stack([sc.hyper(hyper_arrays(r, p), structure.q_loc) for sc, r, p in zip(scalings, raw, priors_list)]),
         np.bool_(progress is not None),
     )
     total = len(datasets) * chains * (warmup + draws)
@@ -420,18 +431,20 @@ def fit_batch(
     compiled, compile_s = compiled_sampler(structure, settings, parts[0], batch_method)
     (records, stats, states), sample_s = _execute(compiled, parts, progress, total, chains=chains)
     results = build_results(
-        datasets, priors_list, structure, settings, records, stats,
-        compile_s=compile_s, sample_s=sample_s, seeds=seeds, pip_diagnostics=pip_diagnostics,
+        raw, priors_list, structure, settings, records, stats,
+        compile_s=compile_s, sample_s=sample_s, seeds=seeds, pip_diagnostics=pip_diagnostics, scalings=scalings,
     )
-    for res in results:
+    for res, sc in zip(results, scalings):
         res.extra["chain_workers"] = workers
+        if not sc.identity:
+            res.extra["response_scaling"] = sc.describe()
     if max_extensions == 0:
         return results
     one = lambda tree, i: jax.tree_util.tree_map(lambda x: x[i : i + 1], tree)  # noqa: E731
     for i, res in enumerate(results):
         if not res.converged:
             chains_i = _Chains(one(records, i), one(stats, i), one(states, i), one(args[1], i), one(args[2], i),
-                               one(args[3], i), workers)
+                               one(args[3], i), workers, scalings[i])
             results[i] = extend_fit(res, chains_i, max_extensions, pip_diagnostics=pip_diagnostics, progress=progress)
     return results
 
@@ -447,6 +460,7 @@ class _Chains:
     arrays: object
     hyper: object
     workers: int = 1  # parts the chains are split into and run at once (1: sequential)
+    scaling: ResponseScaling = ResponseScaling()  # how the response was sampled (records on that scale)
 
 
 #: target_accept of the rerun of a fit with divergent transitions (see :func:`extend_fit`)
@@ -489,8 +503,11 @@ def extend_fit(res: FitResult, chains: _Chains, max_extensions: int, *, pip_diag
         res = build_results(
             [res.data], [res.priors], structure, settings, chains.records, chains.stats, compile_s=compile_s,
             sample_s=[sample_s], seeds=[res.seed], pip_diagnostics=pip_diagnostics, extensions=[n],
+            scalings=[chains.scaling],
         )[0]
         res.extra["chain_workers"] = chains.workers
+        if not chains.scaling.identity:
+            res.extra["response_scaling"] = chains.scaling.describe()
     return res
 
 
@@ -505,6 +522,7 @@ def _rerun_with_smaller_steps(res: FitResult, extensions_left: int, pip_diagnost
         centered_location=st.centered_location, sufficient=st.sufficient, partial_scale=st.partial_scale,
         progress=progress, pip_diagnostics=pip_diagnostics, max_extensions=extensions_left,
         chain_method="parallel" if workers > 1 else "sequential", chain_workers=workers,
+        standardize="response_scaling" in res.extra,  # sampled on the same scale as the first attempt
     )[0]
     again.extensions += 1
     again.reruns = 1

@@ -210,9 +210,11 @@ def fit_command(
     dropped = int(mdata.meta.get("dropped_rows", 0) or 0)
     if dropped:
         console.print(f"dropped {dropped} rows with missing or infinite values (--dropna)", highlight=False)
-    advice = small_groups_advice(mdata.group_sizes)
-    if advice:
-        console.print(f"[yellow]warning:[/yellow] {escape(advice)}", highlight=False)
+    from ..model.response_scale import prior_units_advice
+
+    for advice in (small_groups_advice(mdata.group_sizes), prior_units_advice(mdata, priors)):
+        if advice:
+            console.print(f"[yellow]warning:[/yellow] {escape(advice)}", highlight=False)
 
     # ------------------------------------------------------------ fit
     from .compare import loo_of

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .csvsafe import spreadsheet_safe
 from .summary import _SECTIONS, groups_csv_table, summary_sections
 
 
@@ -50,6 +51,7 @@ def fit_info(fit, *, threshold: float, loo=None, waic=None, data_file=None, extr
     import numpyro
 
     from .. import __version__
+    from ..environment import environment_record
     from .compare import PARETO_K_BAD
 
     meta = fit.data.meta or {}
@@ -72,6 +74,8 @@ def fit_info(fit, *, threshold: float, loo=None, waic=None, data_file=None, extr
             "chains": s.chains, "warmup": s.warmup, "draws": s.draws, "target_accept": s.target_accept,
             "max_tree_depth": s.max_tree_depth, "seed": fit.seed, "threshold": threshold,
             "chain_workers": int(fit.extra.get("chain_workers", 1)),  # chains run in this many parts at once
+            # sampled as (y - shift) / scale, results mapped back (None: as given); model.response_scale
+            "response_scaling": fit.extra.get("response_scaling"),
         },
         "timings_s": {"compile": fit.compile_s, "sampling": fit.sample_s},
         "diagnostics": {
@@ -89,6 +93,7 @@ def fit_info(fit, *, threshold: float, loo=None, waic=None, data_file=None, extr
         "n_flagged": int(table["flagged"].sum()),
         "versions": {"simstudy": __version__, "jax": jax.__version__, "numpyro": numpyro.__version__,
                      "arviz": version("arviz")},
+        "environment": environment_record(),
     }
     if loo is not None:
         k = np.asarray(loo.pareto_k).ravel()
@@ -148,9 +153,10 @@ def write_fit_dir(fit, out, *, threshold: float = 0.75, plots: bool = False, loo
         _write_bytes(tmp / "posterior.nc", _netcdf_bytes(fit))
         written["posterior"] = "posterior.nc"
         current = "groups.csv, summary.csv"
-        groups_csv_table(fit, threshold).to_csv(tmp / "groups.csv", index=False)
+        # labels a spreadsheet would run as formulas get a leading quote (csvsafe)
+        spreadsheet_safe(groups_csv_table(fit, threshold)).to_csv(tmp / "groups.csv", index=False)
         written["groups"] = "groups.csv"
-        _summary_csv_table(fit).to_csv(tmp / "summary.csv")
+        spreadsheet_safe(_summary_csv_table(fit)).to_csv(tmp / "summary.csv")
         written["summary"] = "summary.csv"
         if plots:
             from .plots import save_fit_plots

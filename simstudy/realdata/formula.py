@@ -16,8 +16,13 @@ Formulas are parsed and evaluated with the ``formulae`` library. Rules:
   the same in both formulas; ``(1 + x | g)`` gives two random-effect columns (1 and x);
 * predictors are numeric columns (bool counts as 0/1); string or categorical columns need a
   numeric coding (a 0/1 dummy) or an explicit ``C(column)``;
-* transformations are evaluated as written (``center(x)``, ``np.log(x)``, ``I(a * b)``); no
-  centring happens behind the user's back.
+* transformations are evaluated as written (``center(x)``, ``log(x)``, ``I(a * b)``); no
+  centring happens behind the user's back;
+* a formula may call only :data:`ALLOWED_FUNCTIONS` (formulae's transforms such as ``C``, ``I``,
+  ``center``, ``scale``, ``poly``, ``bs`` and element-wise math such as ``log``, ``exp``,
+  ``sqrt``; ``np.log`` etc. are accepted as aliases). Anything else (``np.save(...)``,
+  ``pd.read_pickle(...)``, ``__import__``, attribute access) is refused before any evaluation:
+  formulas are data, never Python code.
 
 All checks (syntax, unknown columns, response, grouping factor, column types, missing
 values) run before any matrix is built, and fail with a :class:`FormulaError` that names the
@@ -27,6 +32,8 @@ offending column or formula and the fix.
 from __future__ import annotations
 
 import difflib
+import re
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +43,7 @@ from ..model.data import MelsmData
 
 __all__ = [
     "FormulaError",
+    "ALLOWED_FUNCTIONS",
     "ParsedFormula",
     "split_formula",
     "split_random",
@@ -48,6 +56,98 @@ _MAX_ROWS_SHOWN = 5
 
 class FormulaError(ValueError):
     """A model formula cannot be used with the data; the message names the problem and the fix."""
+
+
+class CollinearDesignWarning(UserWarning):
+    """A design column is a linear combination of the others: those effects are not identified."""
+
+
+# ------------------------------------------------------------------------ what a formula may call
+#: element-wise math a formula may call by name (``log(x)``; ``np.log(x)`` is accepted too)
+MATH_FUNCTIONS = {
+    "abs": np.abs, "exp": np.exp, "expm1": np.expm1, "log": np.log, "log1p": np.log1p, "log2": np.log2,
+    "log10": np.log10, "sqrt": np.sqrt, "square": np.square,
+}
+#: formulae's own transforms a formula may call (``offset`` and the binomial ``p``/``prop``/
+#: ``proportion`` responses are left out: the SS-MELSM has no use for them)
+FORMULAE_TRANSFORMS = ("C", "I", "S", "T", "B", "binary", "center", "scale", "standardize", "poly", "bs", "cr",
+                       "cc")
+#: names a formula may use as an argument value (contrast codings: ``C(g, Treatment)``)
+VALUE_NAMES = ("Treatment", "Sum")
+#: every function a formula may call, sorted (the list shown when a formula calls another one)
+ALLOWED_FUNCTIONS = tuple(sorted((*MATH_FUNCTIONS, *FORMULAE_TRANSFORMS), key=str.lower))
+_NUMPY_ALIASES = ("np", "numpy")
+
+
+def allowed_functions_text() -> str:
+    return (f"{', '.join(ALLOWED_FUNCTIONS)} (also as np.log, np.exp, ...; contrasts {', '.join(VALUE_NAMES)} "
+            "as arguments of C)")
+
+
+def _allowed_callee(name: str) -> bool:
+    if name in ALLOWED_FUNCTIONS:
+        return True
+    head, dot, tail = name.partition(".")
+    return bool(dot) and head in _NUMPY_ALIASES and tail in MATH_FUNCTIONS
+
+
+def _formula_namespace():
+    """The only names a formula's calls see besides its data columns (formulae adds its own
+    transforms and contrasts): the math functions, and ``np``/``numpy`` holding just those."""
+    from types import MappingProxyType, SimpleNamespace
+
+    from formulae.environment import Environment
+
+    math = SimpleNamespace(**MATH_FUNCTIONS)
+    return Environment([MappingProxyType({**MATH_FUNCTIONS, "np": math, "numpy": math})])
+
+
+def _check_safe(description, which: str, formula: str) -> None:
+    """Refuse, before anything is evaluated, a formula that calls anything but
+    :data:`ALLOWED_FUNCTIONS`, or reaches for attributes (``pd.read_pickle``, ``x.__class__``)
+    or dunder names. Walks the expression tree that ``formulae`` would evaluate (its
+    ``LazyCall``/``LazyVariable``/``LazyOperator``/``LazyValue`` objects), so what is checked is
+    exactly what would run."""
+    from formulae.terms.call import Call
+    from formulae.terms.call_resolver import LazyCall, LazyOperator, LazyValue, LazyVariable
+
+    bad: list[str] = []
+
+    def visit(node) -> None:
+        if isinstance(node, LazyCall):
+            if not _allowed_callee(str(node.callee)):
+                bad.append(f"calls {node.callee!r}")
+            for arg in [*node.args, *node.kwargs.values()]:
+                visit(arg)
+            for key in node.kwargs:
+                if str(key).startswith("__"):
+                    bad.append(f"passes the keyword {key!r}")
+        elif isinstance(node, LazyOperator):
+            for arg in node.args:
+                visit(arg)
+        elif isinstance(node, LazyVariable):
+            name = str(node.name)
+            if "." in name or name.startswith("__"):
+                bad.append(f"names {name!r}")
+        elif not isinstance(node, LazyValue):  # numbers, strings, True/False/None are plain values
+            bad.append(f"uses the expression {node!s}")
+
+    terms = list(description.common_terms)
+    for g in description.group_terms:
+        terms += [g.expr, g.factor]
+    if description.response is not None:
+        terms.append(description.response.term)
+    for term in terms:
+        for component in getattr(term, "components", ()):
+            if isinstance(component, Call):
+                visit(component.call)
+            elif "." in str(getattr(component, "name", "")) or str(getattr(component, "name", "")).startswith("__"):
+                bad.append(f"names {component.name!r}")
+    if bad:
+        raise FormulaError(
+            f"{which} formula {formula!r} {bad[0]}, which a formula may not: formulas name data columns and "
+            f"call only {allowed_functions_text()}; formulas are never run as Python code"
+        )
 
 
 # ---------------------------------------------------------------------------------- text level
@@ -168,6 +268,12 @@ def parse_formula(formula: str, which: str = "location") -> ParsedFormula:
             f"of the location response, so write it without one: '~ {rhs}'"
         )
     fixed, random = split_random(rhs)
+    dunder = re.search(r"(?<![A-Za-z0-9_.])__\w*", formula)
+    if dunder:  # formulae's scanner would refuse it too, with "Unexpected character: _"
+        raise FormulaError(
+            f"{which} formula {formula!r} names {dunder.group(0)!r}, which a formula may not: formulas name data "
+            f"columns and call only {allowed_functions_text()}; formulas are never run as Python code"
+        )
     text = f"{lhs} ~ {rhs}" if lhs else rhs
     try:
         from formulae import model_description
@@ -175,13 +281,15 @@ def parse_formula(formula: str, which: str = "location") -> ParsedFormula:
         description = model_description(text)
     except Exception as exc:  # formulae raises ParseError/ScanError/ValueError
         raise FormulaError(f"cannot parse {which} formula {formula!r}: {exc}") from exc
+    _check_safe(description, which, formula)  # before anything is evaluated
     return ParsedFormula(which, formula, lhs, fixed, tuple(random), description)
 
 
 # ---------------------------------------------------------------------------------- checks
 def _check_columns(parsed: ParsedFormula, df: pd.DataFrame) -> None:
     available = [str(c) for c in df.columns]
-    unknown = sorted(parsed.columns - set(available))
+    # contrast names such as C(g, Treatment) are values, not columns (unless the data has one)
+    unknown = sorted(parsed.columns - set(available) - set(VALUE_NAMES))
     if not unknown:
         return
     name = unknown[0]
@@ -299,7 +407,9 @@ def _design(parsed: ParsedFormula, data: pd.DataFrame):
     from formulae import design_matrices
 
     try:
-        return design_matrices(parsed.formulae_text, data, na_action="error", extra_namespace={"np": np})
+        # an explicit environment: the formula sees its data columns and the allowed functions only
+        # (never this module's globals, such as pd, as the default captured frame would give it)
+        return design_matrices(parsed.formulae_text, data, na_action="error", env=_formula_namespace())
     except Exception as exc:
         raise FormulaError(f"cannot evaluate the {parsed.which} formula {parsed.formula!r}: {exc!r}") from exc
 
@@ -307,6 +417,35 @@ def _design(parsed: ParsedFormula, data: pd.DataFrame):
 def _fixed_matrix(dm) -> tuple[np.ndarray, list[str]]:
     names = [label for term in dm.common.terms.values() for label in term.labels]
     return np.asarray(dm.common.design_matrix, dtype=np.float64), names
+
+
+def _check_identified(M: np.ndarray, names: list[str], what: str, parsed: ParsedFormula) -> None:
+    """Refuse a design with a constant column beside the intercept (or a second constant
+    column): its effect is not identified. Warn (:class:`CollinearDesignWarning`) when a column
+    is a linear combination of the columns before it (``x`` and ``2 * x``; a 0/1 column equal to
+    one level of a ``C(...)`` coding)."""
+    where = f"the {parsed.which} formula {parsed.formula!r}"
+    constant = [j for j in range(M.shape[1]) if np.ptp(M[:, j]) == 0]
+    if len(constant) > 1:
+        j = next((c for c in constant if names[c] != "Intercept"), constant[1])
+        value = M[0, j]
+        raise FormulaError(
+            f"{what} column {names[j]!r} of {where} is constant (every row {value:g}): it duplicates the intercept, "
+            f"so its effect is not identified; drop it from the formula (or check the data: after --dropna, or "
+            f"in this subset, it does not vary)")
+    # incremental rank on unit-norm columns: the first column in the span of the ones before it
+    norms = np.linalg.norm(M, axis=0)
+    U = M / np.where(norms > 0, norms, 1.0)
+    # (one QR without pivoting: |R_jj| is the distance of column j from the span of those before it)
+    r = np.abs(np.diagonal(np.linalg.qr(U, mode="r"))) if M.shape[1] > 1 else np.ones(1)
+    for j in range(1, M.shape[1]):
+        if r[j] <= 1e-10 * max(1.0, float(r.max())):  # a warning: the fit runs, but those effects trade off freely
+            warnings.warn(
+                f"{what} column {names[j]!r} of {where} is a linear combination of the columns before it "
+                f"({', '.join(repr(n) for n in names[:j])}), so their effects are not identified (expect wide "
+                "intervals and a high R-hat for them); drop it or one of those it duplicates",
+                CollinearDesignWarning, stacklevel=3)
+            return
 
 
 def _random_matrix(dm, n: int) -> tuple[np.ndarray, list[str]]:
@@ -365,6 +504,9 @@ def melsm_data_from_formulas(df: pd.DataFrame, location: str, scale: str, *, dro
     Z_loc, z_loc_names = _random_matrix(dm_loc, n)
     W, w_names = _fixed_matrix(dm_scl)
     Z_scale, z_scale_names = _random_matrix(dm_scl, n)
+    for M, names, what, parsed in ((X, x_names, "fixed-effect", loc), (Z_loc, z_loc_names, "random-effect", loc),
+                                   (W, w_names, "fixed-effect", scl), (Z_scale, z_scale_names, "random-effect", scl)):
+        _check_identified(M, list(names), what, parsed)
     return MelsmData.from_arrays(
         y,
         data[g_loc].to_numpy(),

@@ -10,10 +10,12 @@ flagged regions shaded. ``simstudy hlm`` wires them together.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from rich.markup import escape
 
 __all__ = ["hlm_groups", "join_fit", "agreement", "plot_pip_vs_z", "hlm_command"]
 
@@ -44,10 +46,12 @@ def hlm_groups(mdata, seed: int = 0):
 
 def join_fit(table: pd.DataFrame, groups_csv, threshold: float = 0.75) -> pd.DataFrame:
     """``table`` with the fit's ``pip`` and ``ss_melsm`` (PIP >= threshold) by group label."""
+    from .csvsafe import unescape_label
+
     fit = pd.read_csv(groups_csv)
     if "pip" not in fit.columns:
         raise ValueError(f"{groups_csv}: no 'pip' column (one scale random effect is needed)")
-    fit = fit[["group", "pip"]].assign(group=lambda f: f["group"].astype(str))
+    fit = fit[["group", "pip"]].assign(group=lambda f: f["group"].map(unescape_label).astype(str))
     out = table.assign(group=table["group"].astype(str)).merge(fit, on="group", how="left", validate="1:1")
     if out["pip"].isna().any():
         missing = out.loc[out["pip"].isna(), "group"].head(5).tolist()
@@ -88,11 +92,39 @@ def plot_pip_vs_z(table: pd.DataFrame, threshold: float = 0.75, z_crit: float = 
     return fig
 
 
+def hlm_warnings(mdata, caught) -> list[str]:
+    """What ``simstudy hlm`` says about the warnings raised while building the dataset and
+    running the HLM: the groups without a Z (single observations, a constant response) in the
+    HLM's own terms, other :class:`UserWarning` messages once each on one line; numerical
+    RuntimeWarnings (log 0 of a constant group, ...) are the same facts and are dropped."""
+    from ..model.data import ConstantGroupWarning
+
+    lines = []
+    singles = int(np.sum(mdata.group_sizes == 1))
+    if singles:
+        lines.append(f"{singles} group(s) have a single observation: no residual SD, so no Z, and never flagged "
+                     "by the HLM")
+    constant = mdata.constant_groups()
+    if len(constant):
+        shown = ", ".join(str(g) for g in constant[:5]) + (f" and {len(constant) - 5} more" if len(constant) > 5 else "")
+        lines.append(f"{len(constant)} group(s) have the same {mdata.response!r} in every observation ({shown}): "
+                     "residual SD 0, so no Z, and never flagged by the HLM; check those values")
+    for w in caught:
+        if not issubclass(w.category, UserWarning) or issubclass(w.category, ConstantGroupWarning):
+            continue
+        text = " ".join(str(w.message).split())
+        if "single observation" in text or text in lines:
+            continue
+        lines.append(text)
+    return lines
+
+
 def hlm_command(data, *, location: str, scale: str, fit_dir=None, threshold: float = 0.75, seed: int = 0,
                 out=None, dropna: bool = False, console=None) -> pd.DataFrame:
     """``simstudy hlm``: the HLM per group of a CSV (formulas as ``simstudy fit``); with
     ``fit_dir`` the fit's PIPs beside it, the agreement tables and (with ``out``) the figure."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from ..model.data import DataError
@@ -103,12 +135,17 @@ def hlm_command(data, *, location: str, scale: str, fit_dir=None, threshold: flo
     try:
         if fit_dir is not None and not (Path(fit_dir) / "groups.csv").is_file():
             raise FitInputError(f"--fit {fit_dir}: no groups.csv; give a directory written by `simstudy fit --out`")
-        mdata = melsm_data_from_formulas(read_csv_checked(data), location, scale, dropna=dropna)
-        table, res = hlm_groups(mdata, seed)
+        # warnings become one clean line each (below), never Python's file:line dump
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            mdata = melsm_data_from_formulas(read_csv_checked(data), location, scale, dropna=dropna)
+            table, res = hlm_groups(mdata, seed)
         if fit_dir is not None:
             table = join_fit(table, Path(fit_dir) / "groups.csv", threshold)
     except (FitInputError, FormulaError, DataError, ValueError) as exc:
         _fail(str(exc))
+    for line in hlm_warnings(mdata, caught):
+        console.print(f"[yellow]warning:[/yellow] {escape(line)}", highlight=False, soft_wrap=True)
     console.print(f"two-stage HLM: {mdata.n_groups} groups, {int(np.isfinite(res.z).sum())} with a Z "
                   f"(n >= 2); meta-analysis tau^2 = {res.tau2:.4g}; homogeneity H = {res.H:.1f} "
                   f"on {res.H_df} df, p = {res.H_p:.3g}", highlight=False)
@@ -119,7 +156,7 @@ def hlm_command(data, *, location: str, scale: str, fit_dir=None, threshold: flo
     for c in flagged.columns:
         t.add_column(c, justify="left" if c == "group" else "right")
     for _, r in flagged.sort_values("hlm_z", key=np.abs, ascending=False).iterrows():
-        t.add_row(*[f"{v:.3f}" if isinstance(v, float) else str(v) for v in r.tolist()])
+        t.add_row(*[f"{v:.3f}" if isinstance(v, float) else escape(str(v)) for v in r.tolist()])  # labels: not markup
     console.print(t)
     if "ss_melsm" in table:
         for rule in RULES:
@@ -129,11 +166,13 @@ def hlm_command(data, *, location: str, scale: str, fit_dir=None, threshold: flo
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        table.to_csv(out / "hlm_groups.csv", index=False)
+        from .csvsafe import spreadsheet_safe  # group labels a spreadsheet would run get a leading quote
+
+        spreadsheet_safe(table).to_csv(out / "hlm_groups.csv", index=False)
         if "ss_melsm" in table:
             pd.concat([agreement(table, r).assign(rule=r) for r in RULES]).to_csv(
                 out / "agreement.csv", index=False)
             fig = plot_pip_vs_z(table, threshold)
             fig.savefig(out / "pip_vs_z.png", dpi=200)
-        console.print(f"wrote {out}", highlight=False)
+        console.print(f"wrote {escape(str(out))}", highlight=False)
     return table

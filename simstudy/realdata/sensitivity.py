@@ -302,11 +302,13 @@ def run_sensitivity(data, settings: list[SweepSetting], out, *, threshold: float
     table = settings_table(fits, settings, threshold)
     ps = psense_table(fits[default], seed) if psense else None
     paths = {"pips": out / "pips.csv", "settings": out / "settings.csv", "summary": out / "summary.txt"}
-    pips.to_csv(paths["pips"], index=False)
-    table.to_csv(paths["settings"], index=False)
+    from .csvsafe import spreadsheet_safe  # group labels a spreadsheet would run get a leading quote
+
+    spreadsheet_safe(pips).to_csv(paths["pips"], index=False)
+    spreadsheet_safe(table).to_csv(paths["settings"], index=False)
     if ps is not None:
         paths["psense"] = out / "psense.csv"
-        ps.to_csv(paths["psense"])
+        spreadsheet_safe(ps).to_csv(paths["psense"])
     text = summary_text(pips, table, threshold, ps, settings[default].label)
     paths["summary"].write_text(text)
     png, pdf = plot_trajectories(pips, out / "pip_trajectories", threshold)
@@ -349,6 +351,7 @@ def sensitivity_command(data_file, *, location: str, scale: str, pi: str | None,
     settings = sweep_settings(base, pis, sds)
     default = default_index(settings, base)
 
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.progress import TimeRemainingColumn
 
@@ -357,12 +360,12 @@ def sensitivity_command(data_file, *, location: str, scale: str, pi: str | None,
     task = bar.add_task("prior settings", total=len(settings))
 
     def report(i, n, label):
-        bar.update(task, completed=i, description=f"prior settings: {label}")
+        bar.update(task, completed=i, description=f"prior settings: {escape(label)}")
 
     with bar:
         result = run_sensitivity(data, settings, out, threshold=threshold, default=default, psense=psense,
                                  chains=chains, warmup=warmup, draws=draws, seed=seed, progress=report,
                                  chain_method=chain_method)
     print(result["summary"], end="")
-    console.print(f"wrote {', '.join(p.name for p in result['paths'].values())} to {out}", highlight=False)
+    console.print(escape(f"wrote {', '.join(p.name for p in result['paths'].values())} to {out}"), highlight=False)
     return result

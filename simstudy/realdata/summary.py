@@ -122,8 +122,12 @@ def flagged_groups(fit, threshold: float = 0.75) -> pd.DataFrame:
     """Groups with PIP >= threshold for any scale effect, highest PIP first."""
     table = groups_csv_table(fit, threshold)
     pips = _pip_cols(table)
-    top = table[pips].max(axis=1)
-    return table[table["flagged"]].assign(_top=top).sort_values("_top", ascending=False).drop(columns="_top")
+    # select first, then order by the selected rows' own PIPs (positions, not index labels):
+    # ``.assign(_top=<Series of all groups>)`` on an empty selection makes pandas >= 3 adopt
+    # the Series' index, producing all-NaN rows instead of an empty table
+    flagged = table[table["flagged"].to_numpy(dtype=bool)]
+    top = flagged[pips].max(axis=1).to_numpy(dtype=float)
+    return flagged.iloc[np.argsort(-top, kind="stable")]
 
 
 def print_summary(fit, threshold: float = 0.75, *, console=None, loo=None, waic=None, ic: bool = True,

@@ -40,12 +40,17 @@ Clusters (``cluster=``):
   (default: the CPUs available, at most one per task), no Dask memory cap per worker;
 * ``"slurm"`` / ``"pbs"``: ``dask_jobqueue.SLURMCluster`` / ``PBSCluster`` with
   ``workers`` jobs, configured from ``cluster/jobqueue.yaml`` (or the file named by
-  ``$SIMSTUDY_JOBQUEUE_CONFIG``); the user's own Dask configuration
+  ``--jobqueue-config`` / ``$SIMSTUDY_JOBQUEUE_CONFIG``:
+  :func:`~simstudy.study.cluster.jobqueue_config_source`, said at start); the user's own Dask configuration
   (``~/.config/dask/*.yaml``, ``DASK_*`` variables) overrides it. Jobs are kept at
   ``workers`` (adaptive with minimum = maximum), so workers that retire before the
   walltime (``--lifetime``) are replaced;
-* ``"tcp://host:port"`` (or another scheme): connect to a running scheduler; its workers
+* ``"tcp://host:port"`` (or another scheme): connect to a running scheduler (before the
+  store is created; one that does not answer within 10 s is a clean error); its workers
   must have been started with the environment of :func:`worker_env`.
+
+Anything else is refused before the store is created. A local cluster's worker processes
+ignore SIGINT (Ctrl-C reaches the whole process group; the client stops the run).
 """
 
 from __future__ import annotations
@@ -63,7 +68,7 @@ from .store import StoreError, StoreInfo, completion, create_or_open, write_bloc
 
 from .cluster import XLA_FLAGS, jax_cache_dir, jobqueue_config_path, jobqueue_kwargs, worker_env  # noqa: F401
 from ..model.chains import usable_cores
-from .cluster import _client_for, _jobqueue_settings
+from .cluster import _client_for, _jobqueue_settings, _quiet_close, check_cluster, connect, describe_jobqueue_config
 from .status import print_status, status_rows  # noqa: F401
 from .task import _block_finished, _describe
 from .task import (  # noqa: F401
@@ -148,15 +153,17 @@ class _Progress:
         if self.bar is not None:
             self.bar.update(self.bar_task, advance=1, rate=f"{self.rate():.1f} fits/min", failures=fails)
         elif self.enabled:
+            from rich.markup import escape
+
             counts = ", ".join(f"{s} {sum(x == s for x in res.statuses)}" for s in sorted(set(res.statuses)))
             self.console.print(
-                f"[{self.tasks}/{self.n_tasks}] {label} replicates {res.replicates[0]}-{res.replicates[-1]}: "
+                f"[{self.tasks}/{self.n_tasks}] {escape(label)} replicates {res.replicates[0]}-{res.replicates[-1]}: "
                 f"{counts} ({res.seconds:.1f} s{', compile ' + format(res.compile_s, '.1f') + ' s' if res.compile_s else ''})"
                 f"  {self.rate():.1f} fits/min{', ' + str(self.failed) + ' failed' if self.failed else ''}",
                 highlight=False,
             )
             if res.error:
-                self.console.print(f"    error: {res.error}", highlight=False)
+                self.console.print(f"    error: {escape(res.error)}", highlight=False)
 
     def elsewhere(self, res: TaskResult | None, label: str, replicates=None) -> None:
         """A task another runner sharing the store finished."""
@@ -165,7 +172,9 @@ class _Progress:
         if self.bar is not None:
             self.bar.update(self.bar_task, advance=1)
         elif self.enabled:
-            self.console.print(f"[{self.tasks}/{self.n_tasks}] {label} replicates {reps[0]}-{reps[-1]}: "
+            from rich.markup import escape
+
+            self.console.print(f"[{self.tasks}/{self.n_tasks}] {escape(label)} replicates {reps[0]}-{reps[-1]}: "
                                "done by another runner", highlight=False)
 
     def stop(self) -> None:
@@ -304,12 +313,56 @@ def _stale_after() -> float:
     return stale_after_s()
 
 
-def _prepare_store(store_path, design: Design, say) -> StoreInfo:
+def _store_io_message(store_path, exc: OSError) -> str:
+    import errno
+
+    what = f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
+    hint = ""
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        hint = ("; `simstudy run` writes the store and, beside it, its lock file and lease folder: run on a writable "
+                "file system (copy the store there); `status`, `summarize`, `plot` and `report` only read it")
+    return f"cannot write the results store {store_path} ({what}){hint}"
+
+
+@contextlib.contextmanager
+def _store_io(store_path):
+    """An ``OSError`` while the store is locked, created, opened or extended becomes one
+    :class:`StoreError` (exit code 2), e.g. on a read-only file system."""
+    try:
+        yield
+    except OSError as exc:
+        raise StoreError(_store_io_message(store_path, exc)) from None
+
+
+def _repair_before_opening(path: Path, design: Design, say) -> None:
+    """``--repair``: mark the store's damaged blocks not done (before an extension copies the
+    store); a store of a changed design is left alone (``create_or_open`` refuses it next)."""
+    from .integrity import repair
+    from .store import _match_stored, read_info
+
+    _, diff = _match_stored(path, design)
+    if diff is not None and diff.kind == "changed":
+        return
+    damaged = repair(path, read_info(path).design)
+    blocks = sorted({d.block for d in damaged if d.block is not None})
+    if damaged:
+        say(f"repair: {len(damaged)} damaged chunk(s) in {len(blocks)} block(s) of {path}; those blocks are marked "
+            "not done and run again")
+    else:
+        say(f"repair: every chunk of {path} reads back intact")
+
+
+def _prepare_store(store_path, design: Design, say, repair: bool = False) -> StoreInfo:
     """Create, open or extend the store (the caller holds the store's lock). An extension
-    is refused while other runners still run tasks of the store."""
+    is refused while other runners still run tasks of the store. Leftovers of interrupted
+    creations/extensions are recovered first (:func:`simstudy.study.integrity.recover`);
+    ``repair``: damaged blocks are marked not done, so this run redoes them."""
+    from .integrity import recover
     from .lock import lease_dir, live_leases
 
     path = Path(store_path)
+    for msg in recover(path):
+        say(msg)
     if path.is_dir() and (path / "zarr.json").is_file():
         from .store import _read_attrs
 
@@ -323,6 +376,8 @@ def _prepare_store(store_path, design: Design, say) -> StoreInfo:
                 f"the design would change the store {path}, but {len(busy)} runner(s)/task(s) of other runners are "
                 f"still active in it ({'; '.join(h.describe() for h in busy[:3])}); wait for them to finish first"
             )
+    if repair and (path / "zarr.json").is_file():
+        _repair_before_opening(path, design, say)
     info = create_or_open(store_path, design)
     if info.action == "created":
         say(f"created results store {info.path} for design {design.name!r}: {design.n_cells} cells x "
@@ -371,13 +426,18 @@ def run_study(
     max_tasks: int | None = None,
     worker_memory=None,
     command: str = "",
+    repair: bool = False,
 ) -> RunSummary:
     """Run (or resume) ``design_path`` into the results store ``store_path``.
 
     ``design_path``: a design file or a :class:`~simstudy.study.design.Design`. ``cluster``:
     ``"local"`` | ``"slurm"`` | ``"pbs"`` | a scheduler address; ``workers``: local worker
     processes or cluster jobs; ``retry_failed``: rerun blocks with failed fits;
-    ``client``: an existing ``distributed.Client`` to use instead (left open).
+    ``client``: an existing ``distributed.Client`` to use instead (left open); ``repair``:
+    first verify every chunk of the store and mark the damaged blocks not done, so they are
+    rerun (:func:`simstudy.study.integrity.repair`). Leftovers of a killed creation or
+    extension are recovered before the store is opened, and an ``OSError`` while locking,
+    creating or opening it (a read-only file system) is raised as :class:`StoreError`.
 
     Before anything runs: the design's cells and tasks are counted against ``max_cells`` /
     ``max_tasks`` (defaults :data:`~simstudy.study.limits.MAX_CELLS` /
@@ -393,22 +453,43 @@ def run_study(
     store ended.
     """
     from rich.console import Console
+    from rich.markup import escape
 
+    from .design import small_groups_note
     from .limits import MAX_CELLS, MAX_TASKS, parse_size
     from .lock import StoreLock, TaskLease, lease_dir
 
     console = console or Console(stderr=True)
 
     def say(msg: str) -> None:
-        if progress:
-            console.print(msg, highlight=False)
+        # every message, with or without the progress bar; names and paths are not markup
+        console.print(escape(msg), highlight=False)
 
+    if client is None:
+        check_cluster(cluster)  # before anything is created
     if isinstance(design_path, Design):
         design = design_path
     else:
         design = load_design(design_path, max_cells=MAX_CELLS if max_cells is None else max_cells,
                              max_tasks=MAX_TASKS if max_tasks is None else max_tasks)
     all_tasks = design.tasks()
+    if client is None and "://" in cluster:
+        # connect before the store is created or touched: an unreachable scheduler leaves nothing behind
+        say(f"connecting to the scheduler at {cluster}")
+        connected = connect(cluster)
+        try:
+            if worker_memory is None:
+                check_task_memory(design, *_worker_memory(cluster, workers, len(all_tasks), connected))
+            return run_study(design, store_path, cluster=cluster, workers=workers, retry_failed=retry_failed,
+                             progress=progress, client=connected, console=console, join=join, max_cells=max_cells,
+                             max_tasks=max_tasks, worker_memory=worker_memory, command=command, repair=repair)
+        finally:
+            _quiet_close(connected, None)
+    note = small_groups_note(design)
+    if note:
+        say(f"warning: {note}")
+    if client is None and cluster in ("slurm", "pbs"):
+        say(describe_jobqueue_config(cluster))  # a missing --jobqueue-config file: FileNotFoundError, here
     if worker_memory is not None:
         mem, mem_source = parse_size(worker_memory), "--worker-memory"
     elif client is None:
@@ -417,8 +498,11 @@ def run_study(
         mem, mem_source = None, ""
     check_task_memory(design, mem, mem_source)
 
+    if repair and join:
+        raise ValueError("--repair cannot be combined with --join: the runner that holds the store repairs it")
     lock = StoreLock(store_path, command=command)
-    holder = lock.acquire()
+    with _store_io(store_path):  # a read-only file system: one StoreError, exit 2
+        holder = lock.acquire()
     if holder is not None and not join:
         raise StoreBusyError(_busy_message(Path(store_path), holder, lock.path))
     runner_lease = None
@@ -426,17 +510,18 @@ def run_study(
         if lock.took_over:
             old, reason = lock.took_over
             say(f"took over the lock of {store_path} from {old.host}:{old.pid} ({reason})")
-        if holder is None:
-            info, joined = _prepare_store(store_path, design, say), False
-        else:
-            say(f"joining the run of {holder.host}:{holder.pid} on {store_path}: taking only tasks nobody holds")
-            info, joined = _join(store_path, design, lock, say)
-        leases = lease_dir(info.path)
-        if joined:  # registered while it runs, so nobody extends the store under it
-            runner_lease = TaskLease(leases, f"runner-{lock.run}", lock.run)
-            runner_lease.acquire()
-        else:
-            lock.set_phase("running")
+        with _store_io(store_path):
+            if holder is None:
+                info, joined = _prepare_store(store_path, design, say, repair=repair), False
+            else:
+                say(f"joining the run of {holder.host}:{holder.pid} on {store_path}: taking only tasks nobody holds")
+                info, joined = _join(store_path, design, lock, say)
+            leases = lease_dir(info.path)
+            if joined:  # registered while it runs, so nobody extends the store under it
+                runner_lease = TaskLease(leases, f"runner-{lock.run}", lock.run)
+                runner_lease.acquire()
+            else:
+                lock.set_phase("running")
         return _run_pending(design, info, all_tasks, lock.run, leases, joined, cluster=cluster, workers=workers,
                             retry_failed=retry_failed, progress=progress, client=client, console=console, say=say,
                             worker_memory=worker_memory)
@@ -444,7 +529,10 @@ def run_study(
         if runner_lease is not None:
             runner_lease.release()
         lock.release()
-        with contextlib.suppress(OSError):  # the lease folder, once no task holds a lease
+        with contextlib.suppress(OSError):  # the lease folder, once no task holds a lease (a dead one's go)
+            from .integrity import clean_stale_leases
+
+            clean_stale_leases(store_path)
             lease_dir(store_path).rmdir()
 
 
@@ -462,8 +550,7 @@ def _run_pending(design, info, all_tasks, run_id, leases, joined, *, cluster, wo
         return summary
     n_fits = sum(len(t.replicates) for t, _ in todo)
     say(f"{len(todo)} of {len(all_tasks)} tasks to run ({n_fits} fits)")
-    if progress:
-        _say_plan(design, [t for t, _ in todo], cluster, workers, client, say)
+    _say_plan(design, [t for t, _ in todo], cluster, workers, client, say)
 
     t0 = time.perf_counter()
     labels = {t.task_id: t.cell.label for t, _ in todo}

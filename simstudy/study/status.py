@@ -40,19 +40,20 @@ def status_rows(store_path) -> tuple[StoreInfo, list[dict]]:
 def print_status(store_path, console=None) -> None:
     """Print the design name and, per cell, tasks done / failed / pending and fits not converged."""
     from rich.console import Console
+    from rich.markup import escape  # the design's name, labels and paths are text, not markup
     from rich.table import Table
 
     console = console or Console()
     info, rows = status_rows(store_path)
     d = info.design
-    table = Table(title=f"{d.name}: {d.n_cells} cells x {d.replicates} replicates (blocks of {d.block_size}) "
-                        f"in {info.path}")
+    table = Table(title=escape(f"{d.name}: {d.n_cells} cells x {d.replicates} replicates (blocks of {d.block_size}) "
+                               f"in {info.path}"))
     table.add_column("cell", overflow="fold")
     for col in ("tasks done", "tasks failed", "tasks pending", "fits not converged"):
         table.add_column(col, justify="right")
     for r in rows:
         table.add_row(
-            r["label"],
+            escape(r["label"]),
             str(r["done"]),
             f"[red]{r['failed']}[/red]" if r["failed"] else "0",
             str(r["pending"]),
@@ -107,17 +108,45 @@ def _print_errors(store_path, console) -> None:
 
 def _print_runners(store_path, console) -> None:
     """Who is running the store now (its lock holder, other runners' tasks)."""
+    from rich.markup import escape
+
     from .lock import lease_dir, live_leases, lock_path, read_holder
 
     holder = read_holder(lock_path(store_path))
     if holder is not None and not holder.stale_reason():
-        console.print(f"being run now by {holder.describe()}", highlight=False)
+        console.print(escape(f"being run now by {holder.describe()}"), highlight=False)
     elif holder is not None:
-        console.print(f"a stale lock file {holder.path} is left from {holder.host}:{holder.pid} "
-                      f"({holder.stale_reason()}); the next run takes it over", highlight=False)
+        console.print(escape(f"a stale lock file {holder.path} is left from {holder.host}:{holder.pid} "
+                             f"({holder.stale_reason()}); the next run takes it over"), highlight=False)
     leases = live_leases(lease_dir(store_path))
     tasks = [h for h in leases if not h.path.name.startswith("runner-")]
     if tasks:
         hosts = sorted({f"{h.host}:{h.pid}" for h in tasks})
         console.print(f"{len(tasks)} task(s) running now, on {', '.join(hosts[:5])}{' ...' if len(hosts) > 5 else ''}",
                       highlight=False)
+
+
+def print_verification(store_path, console=None) -> list:
+    """``simstudy status --verify``: decode every chunk of every variable and check that every
+    block marked done has all its chunks (:func:`simstudy.study.integrity.verify_store`); print
+    the damaged chunks with their cell and replicates, or that the store is intact. Returns
+    the damage found."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    from .integrity import verify_store
+
+    console = console or Console()
+    damages = verify_store(store_path)
+    if not damages:
+        console.print(escape(f"verified {store_path}: every chunk of every variable reads back, and every block "
+                             "marked done has all its chunks"), highlight=False)
+        return damages
+    blocks = sorted({d.block for d in damages if d.block is not None})
+    console.print(escape(f"{store_path} is damaged: {len(damages)} chunk(s) in {len(blocks)} block(s)"),
+                  highlight=False)
+    for d in damages:
+        console.print(escape(f"  {d.describe()}"), highlight=False)
+    console.print(escape(f"recompute the damaged blocks with `simstudy run DESIGN --store {store_path} --repair` "
+                         "(the same seeds give the same numbers)"), highlight=False)
+    return damages

@@ -22,7 +22,9 @@ Layout
 * attrs: ``design_text``, ``design_hash``, ``design`` (JSON of
   :func:`simstudy.study.design.design_to_dict`), ``design_name``, ``seed``, ``factors`` (JSON
   list of the cell coordinates), ``versions`` (JSON: simstudy, jax, numpyro, arviz, xarray,
-  zarr, dask, numpy, python), ``created``, ``history``, ``simstudy_store_version``.
+  zarr, dask, numpy, python), ``environment`` (JSON of :func:`simstudy.environment.environment_record`:
+  every installed distribution and whether it matches ``requirements.lock``), ``created``,
+  ``history``, ``simstudy_store_version``.
 
 Chunks that were never written read as the fill value (NaN, "" or False), so creating the
 template writes metadata only. The template is built in a temporary directory next to the
@@ -31,8 +33,16 @@ store and renamed into place, so a bad design or an error never leaves a half-ma
 Growing (:func:`create_or_open` with a design that *extends* the stored one, see
 :func:`simstudy.study.design.diff_designs`) rebuilds the template for the new design -- old cells
 keep their positions, new cells are appended -- copies the existing results into it and
-swaps the directories. Do it with no task running (``simstudy run`` does it before it
+swaps the directories: atomically where the system can (:func:`_exchange`), else by two
+renames with the old store aside in ``.STORE.old-OP`` in between. ``.STORE.OP.owner`` says who
+runs a creation or extension; :func:`simstudy.study.integrity.recover` puts back or removes
+what a killed one left. Do it with no task running (``simstudy run`` does it before it
 starts any).
+
+Every chunk of a done block is written, also one equal to the fill value (attr
+``all_chunks_written``), so a missing chunk file is damage
+(:func:`simstudy.study.integrity.verify_store`). Stores are always opened through
+:func:`local_store`: a path, never a URL.
 
 A failed write (a full disk) raises before anything is written where it can be foreseen
 (:func:`write_block` checks the free space first) and :class:`StoreError` for creation and
@@ -65,6 +75,7 @@ from typing import Any
 
 import numpy as np
 
+from ..environment import environment_record
 from .design import SETTINGS, Design, DesignError, design_from_dict, design_to_dict, diff_designs, load_design
 
 __all__ = [
@@ -139,6 +150,20 @@ def _now() -> str:
 
 def _is_store(path: Path) -> bool:
     return (path / "zarr.json").is_file() or (path / ".zgroup").is_file()
+
+
+def local_store(path, *, read_only: bool = False):
+    """A ``zarr.storage.LocalStore`` on ``path``: a ``--store`` is a local path, always (given
+    as a string, zarr would read ``#``, ``?`` or ``;`` in it as parts of a URL)."""
+    from zarr.storage import LocalStore
+
+    return LocalStore(Path(path), read_only=read_only)
+
+
+def _writable(arr):
+    """``arr`` writing every chunk, also one that equals the fill value: every chunk of a done
+    block then exists, so a missing one is damage (:func:`simstudy.study.integrity.verify_store`)."""
+    return arr.with_config({"write_empty_chunks": True})
 
 
 def not_a_store_message(path, missing: str = "design") -> str:
@@ -231,30 +256,89 @@ def _attrs(design: Design, created: str, history: list[str]) -> dict[str, Any]:
         "block_size": int(design.block_size),
         "factors": json.dumps(list(design.coords)),
         "versions": json.dumps(package_versions(), sort_keys=True),
+        "environment": json.dumps(environment_record(), sort_keys=True),
         "created": created,
         "history": "\n".join(history),
+        # every chunk of a done block is written, fill-valued or not (see _writable)
+        "all_chunks_written": 1,
     }
 
 
-def _write_template(target: Path, design: Design, cells, schema: dict, created: str, history: list[str]) -> None:
+def _write_template(target: Path, design: Design, cells, schema: dict, created: str, history: list[str],
+                    all_chunks_written: bool = True) -> None:
     ds, encoding = _template(design, cells, schema)
     ds.attrs.update(_attrs(design, created, history))
+    if not all_chunks_written:  # an extended store made before every chunk was written
+        del ds.attrs["all_chunks_written"]
     # consolidated metadata lets a plain xr.open_zarr(path) open the store in one read; it stays
     # valid because tasks write chunks only, never metadata
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
-        ds.to_zarr(target, mode="w-", compute=False, consolidated=True, zarr_format=3, encoding=encoding)
+        ds.to_zarr(local_store(target), mode="w-", compute=False, consolidated=True, zarr_format=3,
+                   encoding=encoding)
 
 
-def _tmp_sibling(path: Path, tag: str) -> Path:
-    return path.with_name(f".{path.name}.{tag}-{uuid.uuid4().hex[:8]}")
+def owner_file(path: Path, op: str) -> Path:
+    """``results/.study.zarr.OP.owner``: who runs the creation or extension ``op`` of a store
+    (host, PID, process start), written before its ``.study.zarr.creating-OP`` /
+    ``extending-OP`` / ``old-OP`` directories exist and removed after they are gone, so
+    leftovers of a killed process are recognised (:func:`simstudy.study.integrity.recover`)."""
+    return path.with_name(f".{path.name}.{op}.owner")
+
+
+def _take_owner(path: Path, op: str, what: str) -> Path:
+    from .lock import _create_exclusive, _identity
+
+    owner = owner_file(path, op)
+    _create_exclusive(owner, _identity(op, what))
+    return owner
+
+
+def _drop_owner(owner: Path | None) -> None:
+    if owner is not None:
+        try:
+            owner.unlink()
+        except OSError:
+            pass
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two directories atomically (Linux ``renameat2(RENAME_EXCHANGE)``); False where the
+    system or file system cannot (then nothing was changed)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    at_fdcwd, rename_exchange = -100, 2
+    if fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _swap_into_place(tmp: Path, path: Path, backup: Path) -> None:
+    """Put the directory ``tmp`` at ``path``, the old ``path`` at ``tmp`` (exchange) or
+    ``backup`` (two renames). With the atomic exchange a complete store is at ``path`` at every
+    instant; without it a kill between the two renames leaves ``path`` absent and the old store
+    at ``backup``, which the next ``run``/``status`` puts back (:func:`simstudy.study.integrity.recover`)."""
+    if _exchange(tmp, path):
+        return
+    os.rename(path, backup)
+    os.rename(tmp, path)
 
 
 def _read_attrs(path: Path) -> dict:
     import zarr
 
     try:
-        return dict(zarr.open_group(str(path), mode="r").attrs)
+        return dict(zarr.open_group(local_store(path, read_only=True), mode="r").attrs)
     except Exception as exc:  # noqa: BLE001 - any failure means: not a readable store
         raise StoreError(f"{path} is not a readable results store: {exc}") from None
 
@@ -262,13 +346,13 @@ def _read_attrs(path: Path) -> dict:
 def _store_cell_ids(path: Path) -> tuple[int, ...]:
     import zarr
 
-    return tuple(int(x) for x in zarr.open_array(str(path / "cell_id"), mode="r")[:])
+    return tuple(int(x) for x in zarr.open_array(local_store(path, read_only=True), path="cell_id", mode="r")[:])
 
 
 def _info(path: Path, design: Design, action: str, explanation: str = "") -> StoreInfo:
     import zarr
 
-    g = zarr.open_group(str(path), mode="r")
+    g = zarr.open_group(local_store(path, read_only=True), mode="r")
     return StoreInfo(
         path=path,
         design=design,
@@ -378,10 +462,13 @@ def open_existing(path: str | Path, design: Design) -> StoreInfo:
 def _create(path: Path, design: Design, schema: dict) -> StoreInfo:
     from ..fsutil import disk_full_message, is_disk_full
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_sibling(path, "creating")
+    op = uuid.uuid4().hex[:8]
+    tmp = path.with_name(f".{path.name}.creating-{op}")
+    owner = None
     created = _now()
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        owner = _take_owner(path, op, "creating the store")  # who made tmp: leftovers of a dead owner are removed
         _write_template(tmp, design, design.cells(), schema, created,
                         [f"{created} created for design {design.name!r} ({design.hash[:12]})"])
         os.rename(tmp, path)
@@ -403,6 +490,7 @@ def _create(path: Path, design: Design, schema: dict) -> StoreInfo:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+        _drop_owner(owner)
     return _info(path, design, "created")
 
 
@@ -422,24 +510,27 @@ def _extend(path: Path, old: Design, new: Design, schema: dict, explanation: str
     history = [h for h in str(attrs.get("history", "")).split("\n") if h]
     history.append(f"{stamp} extended to design {new.name!r} ({new.hash[:12]}): "
                    + explanation.replace("\n", " ").replace("  - ", "; "))
-    tmp = _tmp_sibling(path, "extending")
-    backup = _tmp_sibling(path, "old")
+    op = uuid.uuid4().hex[:8]
+    owner = _take_owner(path, op, "extending the store")
+    tmp = path.with_name(f".{path.name}.extending-{op}")
+    backup = path.with_name(f".{path.name}.old-{op}")
     try:
-        _write_template(tmp, new, cells, schema, str(attrs.get("created", stamp)), history)
-        src = zarr.open_group(str(path), mode="r")
-        dst = zarr.open_group(str(tmp), mode="r+")
+        _write_template(tmp, new, cells, schema, str(attrs.get("created", stamp)), history,
+                        all_chunks_written="all_chunks_written" in attrs)
+        src = zarr.open_group(local_store(path, read_only=True), mode="r")
+        dst = zarr.open_group(local_store(tmp), mode="r+")
         C_old = len(old_ids)
+        done_old = np.asarray(src["done"][:], dtype=bool)
         for name in list(schema) + ["done"]:
             if name not in src:
                 continue
-            a, b = src[name], dst[name]
+            a, b = src[name], _writable(dst[name])
             for ci in range(C_old):  # one cell at a time: bounded memory
-                block = a[ci]
-                if block.dtype == bool and not block.any():
+                if not done_old[ci].any():
                     continue
+                block = a[ci]
                 b[(ci,) + tuple(slice(0, n) for n in block.shape)] = block
-        os.rename(path, backup)
-        os.rename(tmp, path)
+        _swap_into_place(tmp, path, backup)
     except BaseException as exc:
         if backup.exists() and not path.exists():
             os.rename(backup, path)
@@ -448,11 +539,20 @@ def _extend(path: Path, old: Design, new: Design, schema: dict, explanation: str
         if isinstance(exc, OSError) and is_disk_full(exc):
             raise StoreError(f"cannot extend the results store (it is unchanged): "
                              f"{disk_full_message(path.parent, 'the extended copy of ' + str(path))}") from None
+        if isinstance(exc, Exception) and not isinstance(exc, (OSError, StoreError)) and path.exists():
+            from .integrity import damage_message, verify_store
+
+            damages = verify_store(path)  # a chunk that cannot be decoded stops the copy: name it
+            if damages:
+                raise StoreError(f"cannot extend the results store (it is unchanged): "
+                                 f"{damage_message(path, damages)}") from None
         raise
     finally:
-        if tmp.exists():
+        if tmp.exists():  # after an atomic exchange: the old store
             shutil.rmtree(tmp, ignore_errors=True)
-    shutil.rmtree(backup, ignore_errors=True)
+        if path.exists():
+            shutil.rmtree(backup, ignore_errors=True)
+        _drop_owner(owner)
 
 
 def write_block(path: str | Path, cell_index: int, replicate_indices, records: dict[str, np.ndarray], *,
@@ -474,8 +574,8 @@ def write_block(path: str | Path, cell_index: int, replicate_indices, records: d
     reps = [int(r) for r in replicate_indices]
     if not reps or reps != list(range(reps[0], reps[0] + len(reps))):
         raise StoreError(f"replicate indices must be consecutive, got {reps}")
-    g = zarr.open_group(str(path), mode="r+")
-    arrays = dict(g.arrays())
+    g = zarr.open_group(local_store(path), mode="r+")
+    arrays = {n: _writable(a) for n, a in g.arrays()}
     C, R = arrays["done"].shape
     if not 0 <= cell_index < C or reps[-1] >= R:
         raise StoreError(f"cell {cell_index} / replicates {reps[0]}..{reps[-1]} are outside the store ({C} x {R})")
@@ -517,8 +617,16 @@ def completion(path: str | Path):
 
     ds = open_results(path, chunks=None)
     drop = [c for c in ds.coords if c not in ("cell_id", "cell_label", "replicate")]
-    return (ds["done"].drop_vars(drop, errors="ignore").load(),
-            ds["status"].drop_vars(drop, errors="ignore").load())
+    try:
+        return (ds["done"].drop_vars(drop, errors="ignore").load(),
+                ds["status"].drop_vars(drop, errors="ignore").load())
+    except Exception:  # noqa: BLE001 - a chunk that cannot be decoded: name it
+        from .integrity import damage_message, verify_store
+
+        damages = verify_store(path)
+        if not damages:
+            raise
+        raise StoreError(damage_message(path, damages)) from None
 
 
 def open_results(path: str | Path, **kwargs):
@@ -532,7 +640,7 @@ def open_results(path: str | Path, **kwargs):
         # stores made before metadata was consolidated, or by hand, open the slower way
         warnings.filterwarnings("ignore", message="Failed to open Zarr store with consolidated metadata")
         try:
-            ds = xr.open_zarr(path, **kwargs)
+            ds = xr.open_zarr(local_store(path, read_only=True), **kwargs)
         except Exception as exc:  # noqa: BLE001 - a broken or foreign store: say so, no traceback
             raise StoreError(f"{path} is not a readable results store: {type(exc).__name__}: {exc}") from None
     if "design" not in ds.attrs or "cell" not in ds.dims:

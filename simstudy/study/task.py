@@ -131,11 +131,14 @@ def _block_finished(store_path: str, cell_index: int, reps, retry_failed: bool) 
     import zarr
 
     sl = (int(cell_index), slice(reps[0], reps[-1] + 1))
-    done = np.asarray(zarr.open_array(str(Path(store_path) / "done"), mode="r")[sl])
+    from .store import local_store
+
+    store = local_store(store_path, read_only=True)  # a local path, never a URL
+    done = np.asarray(zarr.open_array(store, path="done", mode="r")[sl])
     if not done.all():
         return False
     if retry_failed:
-        status = np.asarray(zarr.open_array(str(Path(store_path) / "status"), mode="r")[sl]).astype(str)
+        status = np.asarray(zarr.open_array(store, path="status", mode="r")[sl]).astype(str)
         return not (status == "failed").any()
     return True
 

@@ -1,4 +1,6 @@
-"""The smoke design on a real (single-node) SLURM cluster equals a local run.
+"""On a real (single-node) SLURM cluster: the documented SLURM commands (recipes of the group
+'slurm' in tests/acceptance/recipes.py) run as a user runs them, and the smoke design's store
+equals a local run's.
 
 Starts SLURM with cluster/start_local_slurm.sh (as root, or with passwordless sudo; it
 installs slurm-wlm + munge with apt-get when missing). Outside CI the test is skipped, with the reason, when that is not
@@ -18,7 +20,7 @@ import pytest
 from simstudy.study.scoring import SCHEMA
 from simstudy.study.store import open_results
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SMOKE = ROOT / "designs" / "smoke.toml"
 START = ROOT / "cluster" / "start_local_slurm.sh"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -61,7 +63,41 @@ def slurm():
         if "apt-get" in proc.stderr or "Could not" in proc.stderr or "Temporary failure" in proc.stderr:
             pytest.skip(f"SLURM could not be installed here: {proc.stderr.strip()[-300:]}")
         pytest.fail(msg)
-    return True
+    cpus = subprocess.run(["sinfo", "-h", "-o", "%c"], capture_output=True, text=True).stdout.split()
+    return int(cpus[0]) if cpus else 0
+
+
+def _need_cpus(slurm: int, n: int) -> None:
+    """A documented command whose client runs as a job of its own needs a CPU for it and one per
+    worker job, or it waits forever for resources."""
+    if slurm < n:
+        message = f"the test SLURM node has {slurm} CPU(s); this command needs {n} (client job + worker job)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory):
+    from user_workspace import Workspace
+
+    return Workspace(tmp_path_factory.mktemp("user") / "work")
+
+
+def _slurm_recipes():
+    from recipes import RECIPES
+
+    return [r for r in RECIPES if r.group == "slurm" and not r.covered_by]
+
+
+@pytest.mark.parametrize("recipe", _slurm_recipes(), ids=lambda r: r.doc[:70])
+def test_documented_slurm_command(slurm, ws, recipe, root):
+    from recipes import run_recipe
+
+    if recipe.command.startswith("sbatch"):
+        _need_cpus(slurm, 2)
+
+    run_recipe(ws, recipe, root)
 
 
 def test_smoke_design_on_slurm_equals_local(slurm, tmp_path, monkeypatch):
