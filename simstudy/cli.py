@@ -1,4 +1,8 @@
-"""Command line: ``simstudy run / plan / status / summarize / plot / report / fit / sensitivity / hlm / compare / generate``.
+"""Command line: ``simstudy run / plan / status / summarize / plot / report / fit / sensitivity / hlm / datasets /
+compare / generate / data``.
+
+The five commands on a results store (run, status, summarize, plot, report) take it as an argument
+(``STORE``) or as ``--store/-s``, never both.
 
 Each command parses its options and delegates to one function of the module that owns the
 work; heavy imports happen inside the commands so ``simstudy --help`` is instant.
@@ -41,6 +45,16 @@ _RUN_HELP = (
 )
 
 
+def _store_arg(positional: Optional[Path], option: Optional[Path]) -> Path:
+    """The results store, given as the STORE argument or as --store/-s (exactly one of them)."""
+    if positional is not None and option is not None:
+        _fail(f"the results store is given twice ({positional} and --store {option}); give it once, as STORE or "
+              "as --store STORE")
+    if positional is None and option is None:
+        _fail("no results store: give it as STORE or as --store STORE")
+    return positional if positional is not None else option
+
+
 def _use_jobqueue_config(path: Optional[Path]) -> None:
     """--jobqueue-config PATH: the SLURM/PBS settings file, checked before anything is created
     (exit 2 when it does not exist); passed on as $SIMSTUDY_JOBQUEUE_CONFIG."""
@@ -63,7 +77,9 @@ _JOBQUEUE_HELP = ("SLURM/PBS settings file (default: $SIMSTUDY_JOBQUEUE_CONFIG, 
 @app.command(help=_RUN_HELP)
 def run(
     design: Path = typer.Argument(..., help="study design TOML file"),
-    store: Path = typer.Option(..., "--store", "-s", help="results store (Zarr directory) to create or resume"),
+    store_arg: Optional[Path] = typer.Argument(None, metavar="[STORE]", show_default=False,
+                                               help="results store (Zarr directory) to create or resume; or --store"),
+    store: Optional[Path] = typer.Option(None, "--store", "-s", help="results store (Zarr directory) to create or resume"),
     cluster: str = typer.Option("local", help="local | slurm | pbs | tcp://SCHEDULER:PORT"),
     jobqueue_config: Optional[Path] = typer.Option(None, "--jobqueue-config", help=_JOBQUEUE_HELP),
     workers: Optional[int] = typer.Option(None, help="worker processes (local) or jobs (slurm/pbs)"),
@@ -86,6 +102,7 @@ def run(
     from .study.runner import EXIT_BUSY, StoreBusyError, run_study
     from .study.store import StoreError
 
+    store = _store_arg(store_arg, store)
     if workers is not None and workers < 1:
         _fail(f"--workers must be at least 1, got {workers}")
     for name, value in (("--max-cells", max_cells), ("--max-tasks", max_tasks)):
@@ -181,7 +198,8 @@ def plan(
 
 @app.command()
 def status(
-    store: Path = typer.Argument(..., help="results store"),
+    store: Optional[Path] = typer.Argument(None, help="results store (or --store)", show_default=False),
+    store_opt: Optional[Path] = typer.Option(None, "--store", "-s", help="results store (instead of the STORE argument)"),
     verify: bool = typer.Option(False, "--verify", help="also read every chunk of every variable and check that "
                                 "every block marked done has all its chunks; exit code 2 when damage is found"),
 ):
@@ -195,6 +213,7 @@ def status(
     from .study.status import print_status, print_verification
     from .study.store import StoreError
 
+    store = _store_arg(store, store_opt)
     for msg in recover_unlocked(store):
         typer.echo(msg, err=True)
     try:
@@ -223,7 +242,8 @@ def _on_store(command, store: Path, rule: str, errors: tuple[type[Exception], ..
 
 @app.command()
 def summarize(
-    store: Path = typer.Argument(..., help="results store"),
+    store: Optional[Path] = typer.Argument(None, help="results store (or --store)", show_default=False),
+    store_opt: Optional[Path] = typer.Option(None, "--store", "-s", help="results store (instead of the STORE argument)"),
     threshold: float = typer.Option(0.75, help="PIP threshold for flagging (rule pip)"),
     out: Optional[Path] = typer.Option(None, help="write the cell table (.nc or .csv)"),
     rule: str = typer.Option("pip", help="pip: flag PIP >= threshold; bf: flag BF10 >= --bf with each cell's pi"),
@@ -233,17 +253,20 @@ def summarize(
     """Cell-level summary (classification, calibration, estimation, runtime) with MCSEs."""
     from .evaluate import summarize_cli
 
-    _on_store(summarize_cli, store, rule, (ValueError,), threshold=threshold, out=out, bf=bf,
+    _on_store(summarize_cli, _store_arg(store, store_opt), rule, (ValueError,), threshold=threshold, out=out, bf=bf,
               converged_only=converged_only)
 
 
 @app.command()
 def plot(
-    store: Path = typer.Argument(..., help="results store"),
+    store: Optional[Path] = typer.Argument(None, help="results store (or --store)", show_default=False),
+    store_opt: Optional[Path] = typer.Option(None, "--store", "-s", help="results store (instead of the STORE argument)"),
     out: Path = typer.Option(Path("figures"), help="output directory (PNG + PDF)"),
     threshold: float = typer.Option(0.75, help="PIP threshold for flagging (rule pip)"),
-    rule: str = typer.Option("pip", help="pip: flag PIP >= threshold; bf: flag BF10 >= 3 with each cell's pi"),
-    metric: list[str] = typer.Option([], "--metric", help="cell metric(s) to draw (default: tpr, fpr, f1, mcc, roc_auc, ece, ...)"),
+    rule: str = typer.Option("pip", help="pip: flag PIP >= threshold; bf: flag BF10 >= --bf with each cell's pi"),
+    bf: float = typer.Option(3.0, help="Bayes-factor threshold of the bf rule"),
+    metric: list[str] = typer.Option([], "--metric", help="cell metric(s) to draw, repeated or comma-separated "
+                                                           "(default: tpr, fpr, f1, mcc, roc_auc, ece, ...)"),
     x: Optional[str] = typer.Option(None, help="factor on the x axis (default: the one with most levels)"),
     hue: Optional[str] = typer.Option(None, help="factor drawn as colours"),
     row: Optional[str] = typer.Option(None, help="factor of facet rows"),
@@ -253,13 +276,14 @@ def plot(
     """Sensitivity, reliability and runtime figures from a results store."""
     from .evaluate.plots import plot_cli
 
-    _on_store(plot_cli, store, rule, (ValueError, KeyError), out=out, threshold=threshold, metrics=metric or None,
-              x=x, hue=hue, row=row, col=col, converged_only=converged_only)
+    _on_store(plot_cli, _store_arg(store, store_opt), rule, (ValueError, KeyError), out=out, threshold=threshold,
+              metrics=metric or None, x=x, hue=hue, row=row, col=col, converged_only=converged_only, bf=bf)
 
 
 @app.command()
 def report(
-    store: Path = typer.Argument(..., help="results store"),
+    store: Optional[Path] = typer.Argument(None, help="results store (or --store)", show_default=False),
+    store_opt: Optional[Path] = typer.Option(None, "--store", "-s", help="results store (instead of the STORE argument)"),
     out: Path = typer.Option(Path("report"), help="output folder: report.md, figures/, tables/"),
     threshold: float = typer.Option(0.75, help="PIP threshold for flagging (rule pip)"),
     rule: str = typer.Option("pip", help="pip: flag PIP >= threshold; bf: flag BF10 >= --bf with each cell's pi"),
@@ -278,14 +302,15 @@ def report(
             typer.echo(f"note: {note}")
         typer.echo(f"wrote {build_report(path, out, rule=rule, **options)}")
 
-    _on_store(command, store, rule, (ValueError, KeyError), threshold=threshold, bf=bf,
+    _on_store(command, _store_arg(store, store_opt), rule, (ValueError, KeyError), threshold=threshold, bf=bf,
               converged_only=converged_only, figures=figures)
 
 
 # --------------------------------------------------------------------------- single fits
 @app.command("fit")
 def fit_cmd(
-    data: Path = typer.Argument(..., help="CSV file, one row per observation"),
+    data: Path = typer.Argument(..., help="CSV file, one row per observation, or a shipped data set by name: saeb "
+                                "(see `simstudy datasets`)"),
     location: str = typer.Option(..., help='location formula, e.g. "y ~ x + (1 | school)"'),
     scale: str = typer.Option(..., help='scale formula, e.g. "~ x + (1 | school)"'),
     pi: str = typer.Option("0.5", help='prior inclusion probability: a number in (0, 1) or "beta(a, b)" (pi sampled)'),
@@ -297,6 +322,13 @@ def fit_cmd(
     max_extensions: int = typer.Option(2, "--max-extensions",
                                        help="extend a fit failing the convergence rule by another --draws draws, "
                                             "at most this many times"),
+    target_accept: float = typer.Option(0.8, "--target-accept", help="NUTS target acceptance rate in (0, 1); "
+                                        "higher takes smaller steps (fewer divergences, slower)"),
+    within_between: Optional[str] = typer.Option(None, "--within-between", metavar="COLUMN:NEW",
+                                                 help="split COLUMN within the formula's groups as ivd does: COLUMN "
+                                                      "becomes the deviation from its group mean, NEW the group means "
+                                                      "centred on the grand mean over rows (e.g. "
+                                                      "student_ses:school_ses for Saeb Model 2)"),
     seed: int = typer.Option(0),
     threshold: float = typer.Option(0.75, help="PIP threshold for flagging"),
     out: Optional[Path] = typer.Option(None, help="directory for posterior (.nc), group CSV and plots"),
@@ -311,9 +343,10 @@ def fit_cmd(
     from .realdata.commands import fit_command
 
     fit_command(
-        data, location=location, scale=scale, pi=pi, scale_sd=scale_sd, location_sd=location_sd,
+        _dataset(data), location=location, scale=scale, pi=pi, scale_sd=scale_sd, location_sd=location_sd,
         chains=chains, warmup=warmup, draws=draws, seed=seed, threshold=threshold, out=out,
         plots=plots, dropna=dropna, max_extensions=max_extensions, chain_method=chain_method,
+        target_accept=target_accept, within_between_spec=within_between,
     )
 
 
@@ -321,7 +354,10 @@ def fit_cmd(
 def hlm_cmd(
     data: Path = typer.Argument(..., help="CSV file, one row per observation"),
     location: str = typer.Option(..., help='location formula, e.g. "y ~ x + (1 | school)"'),
-    scale: str = typer.Option(..., help='scale formula (for the grouping factor), e.g. "~ (1 | school)"'),
+    scale: Optional[str] = typer.Option(None, help='scale formula, used only for its grouping factor, e.g. '
+                                        '"~ (1 | school)"; or give --group'),
+    group: Optional[str] = typer.Option(None, "--group", help="grouping factor (default: the location formula's "
+                                        "single grouping factor)"),
     fit: Optional[Path] = typer.Option(None, "--fit", help="fit directory of `simstudy fit --out` on the same data: "
                                                           "PIPs beside Z, agreement table, PIP-vs-Z figure"),
     threshold: float = typer.Option(0.75, help="PIP threshold of the SS-MELSM's flags"),
@@ -330,9 +366,14 @@ def hlm_cmd(
     dropna: bool = typer.Option(False, "--dropna", help="drop rows with missing values in used columns"),
 ):
     """The two-stage HLM comparator (Raudenbush & Bryk 1987) per group of a CSV, no MCMC."""
+    from .realdata.commands import FitInputError, hlm_scale_formula
     from .realdata.hlm import hlm_command
 
-    hlm_command(data, location=location, scale=scale, fit_dir=fit, threshold=threshold, seed=seed, out=out,
+    try:
+        scale = hlm_scale_formula(location, scale, group)
+    except FitInputError as exc:
+        _fail(str(exc))
+    hlm_command(_dataset(data), location=location, scale=scale, fit_dir=fit, threshold=threshold, seed=seed, out=out,
                 dropna=dropna)
 
 
@@ -345,12 +386,19 @@ def sensitivity(
                                      help='pi levels, comma-separated: numbers in (0, 1) and "beta(a, b)"'),
     scale_sd: Optional[str] = typer.Option("half_t(3, 1)",
                                            help='scale-SD prior levels, e.g. "half_t(3, 1),half_normal(0.25),half_cauchy(1)"'),
+    location_sd: str = typer.Option("half_t(3, 1)", help="prior of the location random-effect SDs (every setting)"),
     out: Path = typer.Option(..., help="output directory: pips.csv, settings.csv, psense.csv, figure, summary.txt"),
     chains: int = typer.Option(4),
     warmup: int = typer.Option(1000),
     draws: int = typer.Option(1000),
     seed: int = typer.Option(0),
     threshold: float = typer.Option(0.75, help="PIP threshold for flagging"),
+    max_extensions: int = typer.Option(0, "--max-extensions",
+                                       help="extend a setting's fit failing the convergence rule by another --draws "
+                                            "draws, at most this many times (default 0: settings that fail are "
+                                            "marked; `simstudy fit` extends twice)"),
+    target_accept: float = typer.Option(0.8, "--target-accept", help="NUTS target acceptance rate in (0, 1); "
+                                        "higher takes smaller steps (fewer divergences, slower)"),
     psense: bool = typer.Option(True, help="power-scaling sensitivity (arviz_stats.psense) of the default fit"),
     dropna: bool = typer.Option(False, "--dropna", help="drop rows with missing values in used columns"),
     progress: bool = typer.Option(True, help="show a progress bar"),
@@ -362,9 +410,33 @@ def sensitivity(
     """Refit one dataset under every (pi, scale-SD prior) combination: would the flags survive another prior?"""
     from .realdata.sensitivity import sensitivity_command
 
-    sensitivity_command(data, location=location, scale=scale, pi=pi, scale_sd=scale_sd, out=out, threshold=threshold,
+    sensitivity_command(_dataset(data), location=location, scale=scale, pi=pi, scale_sd=scale_sd, out=out, threshold=threshold,
                         chains=chains, warmup=warmup, draws=draws, seed=seed, dropna=dropna, psense=psense,
-                        progress=progress, chain_method=chain_method)
+                        progress=progress, chain_method=chain_method, location_sd=location_sd,
+                        target_accept=target_accept, max_extensions=max_extensions)
+
+
+def _dataset(data: Path) -> Path:
+    """``saeb`` (a shipped data set's name, when no such file exists here) -> the shipped CSV's path."""
+    from .datasets import DATASETS, dataset_path
+
+    if str(data) in DATASETS and not data.exists():
+        return dataset_path(str(data))
+    return data
+
+
+@app.command()
+def datasets(name: Optional[str] = typer.Argument(None, help="print only this data set's path (e.g. saeb)")):
+    """The data sets shipped with simstudy: name, path of the CSV, description. `simstudy fit saeb ...` reads one."""
+    from .datasets import DATASETS, dataset_path
+
+    if name is not None:
+        if name not in DATASETS:
+            _fail(f"no shipped data set {name!r}; shipped: {', '.join(DATASETS)}")
+        typer.echo(str(dataset_path(name)))
+        return
+    for key, (_, about) in DATASETS.items():
+        typer.echo(f"{key}\t{dataset_path(key)}\t{about}")
 
 
 @app.command()
@@ -412,6 +484,29 @@ def generate(
     paths = write_csv(data, truth, out)
     typer.echo(f"wrote {paths[0]} ({data.n_obs} rows) and {paths[1]} ({data.n_groups} groups, "
                f"{int(truth.delta.sum())} inconsistent)")
+
+
+@app.command("data")
+def data_cmd(
+    design: Path = typer.Argument(..., help="study design TOML file"),
+    cell: str = typer.Option(..., "--cell", help='the cell: its id (the store\'s cell_id), its position (0, 1, ...), '
+                                                 'its label or factor values, e.g. "pi=0.5,n_groups=30"'),
+    replicate: int = typer.Option(..., "--replicate", "-r", help="replicate index (0-based)"),
+    out: Path = typer.Option(..., help="output directory for data.csv and truth.csv"),
+):
+    """Write the exact data set (data.csv) and its truth (truth.csv) that the fits of one (cell, replicate) saw."""
+    from .study.design import DesignError, load_design
+    from .study.replicate import resolve_cell, write_replicate
+
+    if not design.is_file():
+        _fail(f"no design file {design}; give the path of a design TOML file (e.g. designs/quickstart.toml)")
+    try:
+        d = load_design(design)
+        c = resolve_cell(d, cell)
+        paths = write_replicate(d, c, replicate, out)
+    except (DesignError, ValueError) as exc:
+        _fail(str(exc))
+    typer.echo(f"cell ({c.label}) [cell_id {c.cell_id}], replicate {replicate}: wrote {paths[0]} and {paths[1]}")
 
 
 def main() -> None:  # pragma: no cover

@@ -320,24 +320,35 @@ def test_adding_a_level_keeps_ids_and_seeds():
 
 
 def test_replicate_seeds_differ_and_reproduce():
-    d = design("[factors]\npi = [0.25, 0.5, 0.75]")
+    # data seeds follow the generator's settings (data_id), so vary a generator factor
+    d = design("[factors]\nshare_inconsistent = [0.05, 0.1, 0.2]")
     draws = {}
     for c in d.cells():
         for r in range(d.replicates):
-            draws[(c.cell_id, r)] = tuple(np.random.default_rng(replicate_seed(d.seed, c.cell_id, r)).random(3))
+            draws[(c.cell_id, r)] = tuple(np.random.default_rng(replicate_seed(d.seed, c.data_id, r)).random(3))
     assert len(set(draws.values())) == len(draws) == 12
-    # reproducible: same numbers again, and through Cell.seed / Task.seed_sequences
+    # reproducible: same numbers again, and through Cell.seed / Task.seed_sequences / the Cell itself
     c = d.cells()[1]
     again = tuple(np.random.default_rng(c.seed(d.seed, 2)).random(3))
     assert again == draws[(c.cell_id, 2)]
+    assert tuple(np.random.default_rng(replicate_seed(d.seed, c, 2)).random(3)) == again
     t = next(t for t in tasks(d) if t.cell.cell_id == c.cell_id and 2 in t.replicates)
     ss = t.seed_sequences()[t.replicates.index(2)]
     assert tuple(np.random.default_rng(ss).random(3)) == draws[(c.cell_id, 2)]
     # another base seed changes them
-    other = tuple(np.random.default_rng(replicate_seed(d.seed + 1, c.cell_id, 2)).random(3))
+    other = tuple(np.random.default_rng(replicate_seed(d.seed + 1, c.data_id, 2)).random(3))
     assert other != draws[(c.cell_id, 2)]
-    ss = replicate_seed(d.seed, c.cell_id, 2)
-    assert ss.entropy == d.seed and ss.spawn_key == (c.cell_id, 2)
+    ss = replicate_seed(d.seed, c.data_id, 2)
+    assert ss.entropy == d.seed and ss.spawn_key == (c.data_id, 2)
+
+
+def test_model_settings_share_data_ids():
+    # paired designs: cells differing only in model (or MCMC) settings have one data id
+    d = design("[factors]\npi = [0.25, 0.5, \"beta(1, 1)\"]\nscale_sd = [\"half_t(3, 1)\", \"half_normal(1)\"]")
+    assert len({c.cell_id for c in d.cells()}) == 6 and len({c.data_id for c in d.cells()}) == 1
+    g = design("[factors]\nshare_inconsistent = [0.0, 0.1]\npi = [0.25, 0.5]")
+    ids = {(c.get("share_inconsistent"), c.get("pi")): c.data_id for c in g.cells()}
+    assert ids[(0.0, 0.25)] == ids[(0.0, 0.5)] != ids[(0.1, 0.25)] == ids[(0.1, 0.5)]
 
 
 def test_extras_and_exclusions():

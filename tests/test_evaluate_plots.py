@@ -81,7 +81,8 @@ def test_sensitivity_facets_and_lines():
     # error bars are ±1.96 MCSE of the cell
     c = np.nonzero((s.pi.values == 0.1) & (s.share_inconsistent.values == 0.2) & (s.n_groups.values == 10) & (s.group_size.values == 5))[0][0]
     seg = axes[0].containers[0].lines[2][0].get_segments()[0]
-    assert seg[1][1] - seg[0][1] == pytest.approx(2 * 1.96 * float(s.tpr_mcse[c]))
+    e, y = 1.96 * float(s.tpr_mcse[c]), float(s.tpr[c])  # clipped to the rate's range [0, 1] (issue 23)
+    assert seg[1][1] - seg[0][1] == pytest.approx(min(e, y) + min(e, 1 - y))
 
 
 def test_sensitivity_single_cell_and_strings():

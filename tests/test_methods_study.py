@@ -151,7 +151,7 @@ def test_every_method_sees_the_same_data(tmp_path):
     for ci, cell in enumerate(both.cells()):
         for r in range(both.replicates):
             data, truth = generate(cell.generator_spec(), cell.seed(both.seed, r))
-            res = hlm(data, comparator_seed(both.seed, cell.cell_id, r))
+            res = hlm(data, comparator_seed(both.seed, cell.data_id, r))  # the comparators' seed follows the data
             np.testing.assert_array_equal(ds["hlm_z"].values[ci, r], res.z)
             np.testing.assert_array_equal(ds["observed_sd"].values[ci, r], data.stats.y_sd)  # the fit's data
             np.testing.assert_array_equal(ds["delta_true"].values[ci, r], truth.delta)

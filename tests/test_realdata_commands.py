@@ -173,8 +173,9 @@ def test_cli_fit_writes_every_file(cli_fit):
     result, out = cli_fit
     assert result.exit_code == 0, result.output
     names = {p.name for p in out.iterdir()}
-    assert names == {"posterior.nc", "groups.csv", "summary.csv", "fit.json", "pip.png", "funnel.png", "outcome.png"}
-    for png in ("pip.png", "funnel.png", "outcome.png"):
+    assert names == {"posterior.nc", "groups.csv", "summary.csv", "fit.json", "pip.png", "funnel.png", "outcome.png",
+                     "trace.png", "rank.png"}
+    for png in ("pip.png", "funnel.png", "outcome.png", "trace.png", "rank.png"):
         assert (out / png).stat().st_size > 10_000
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")], "temporary directory left behind"
     assert "PSIS-LOO" in result.output and "Location model" in result.output

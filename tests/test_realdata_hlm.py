@@ -31,11 +31,11 @@ def test_hlm_command_table_matches_the_method(csv, tmp_path):
     table = hlm_command(path, location="y ~ 1 + (1 | group)", scale="~ 1 + (1 | group)", seed=4,
                         console=Console(file=open("/dev/null", "w")))
     res = hlm(melsm_data_from_formulas(df, "y ~ 1 + (1 | group)", "~ 1 + (1 | group)"), 4)
-    np.testing.assert_array_equal(table["hlm_z"].to_numpy(), res.z)
+    np.testing.assert_array_equal(table["z"].to_numpy(), res.z)
     np.testing.assert_array_equal(table["hlm"].to_numpy(), res.flags["hlm"])
     assert (table["n"] == 30).all()
     # |t| = 0.9 with n = 30: the |Z| rule finds the inconsistent groups
-    assert table["hlm_z_flag"].to_numpy()[truth.delta.astype(bool)].all()
+    assert table["hlm_z"].to_numpy()[truth.delta.astype(bool)].all()
 
 
 def test_join_agreement_and_figure(csv, tmp_path):
@@ -51,8 +51,8 @@ def test_join_agreement_and_figure(csv, tmp_path):
     out = tmp_path / "out"
     table = hlm_command(path, location="y ~ 1 + (1 | group)", scale="~ 1 + (1 | group)", fit_dir=fit, out=out,
                         console=Console(file=open("/dev/null", "w")))
-    a, b = table["ss_melsm"].to_numpy(), table["hlm_z_flag"].to_numpy()
-    agr = agreement(table, "hlm_z_flag").set_index("agreement")["groups"]
+    a, b = table["ss_melsm"].to_numpy(), table["hlm_z"].to_numpy()
+    agr = agreement(table, "hlm_z").set_index("agreement")["groups"]
     assert agr["both"] == (a & b).sum() and agr["SS-MELSM only"] == (a & ~b).sum()
     assert agr["HLM only"] == (~a & b).sum() and agr["neither"] == (~a & ~b).sum() and agr.sum() == len(groups)
     assert (out / "hlm_groups.csv").is_file() and (out / "agreement.csv").is_file() and (out / "pip_vs_z.png").is_file()

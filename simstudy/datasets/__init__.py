@@ -13,9 +13,22 @@ from typing import Literal
 
 import pandas as pd
 
-__all__ = ["load_saeb", "add_saeb_predictors", "SAEB_COLUMNS"]
+__all__ = ["load_saeb", "add_saeb_predictors", "dataset_path", "DATASETS", "SAEB_COLUMNS"]
 
 SAEB_COLUMNS = ("school_id", "public", "student_ses", "math_proficiency", "location")
+
+#: shipped data sets by name: file name and a one-line description
+DATASETS = {"saeb": ("saeb.csv", "Saeb 2021 sample (ivd): 11,386 students in 160 schools; see saeb.md")}
+
+
+def dataset_path(name: str):
+    """The path of a shipped data set's CSV (``simstudy fit saeb ...`` reads it; ``simstudy datasets``
+    prints it). Raises ``KeyError`` for an unknown name."""
+    from pathlib import Path
+
+    if name not in DATASETS:
+        raise KeyError(f"no shipped data set {name!r}; shipped: {', '.join(DATASETS)}")
+    return Path(str(files(__name__).joinpath(DATASETS[name][0])))
 
 
 def load_saeb() -> pd.DataFrame:
@@ -40,6 +53,7 @@ def add_saeb_predictors(
     group: str = "school_id",
     ses: str = "student_ses",
     grand_mean: Literal["schools", "students"] = "schools",
+    between: str = "school_ses",
 ) -> pd.DataFrame:
     """A copy of ``df`` with the within/between split of SES used by Models 2 and 3 in ``saeb.md``.
 
@@ -54,6 +68,9 @@ def add_saeb_predictors(
     * ``student_ses``: replaced by the student's deviation from their school mean (centred
       within school, so it averages 0 in every school);
     * ``student_ses_raw``: the original ``student_ses``.
+
+    ``group``, ``ses`` and ``between`` name the columns, so the same arithmetic splits any
+    column of any grouped data (``simstudy fit --within-between COLUMN:NEW``).
     """
     if grand_mean not in ("schools", "students"):
         raise ValueError(f"grand_mean must be 'schools' or 'students', not {grand_mean!r}")
@@ -68,6 +85,6 @@ def add_saeb_predictors(
     else:
         centre = school_mean.mean()
     out[f"{ses}_raw"] = raw
-    out["school_ses"] = school_mean - centre
+    out[between] = school_mean - centre
     out[ses] = raw - school_mean
     return out

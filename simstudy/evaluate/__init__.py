@@ -12,6 +12,8 @@ Monte Carlo standard errors:
 * :mod:`.runtime` — seconds per fit, ESS per second, scaling exponents;
 * :mod:`.summary` — :func:`summarize`: all of the above per cell;
 * :mod:`.methods` — classification per method (SS-MELSM and comparators), paired differences;
+* :mod:`.paired` — setting-vs-setting differences on shared data sets (paired MCSE);
+* :mod:`.decision` — the decision rule over unknown truths (admissible settings, worst-case TPR, regret);
 * :mod:`.plots` — seaborn figures; :mod:`.report` — the Markdown report.
 
 The metric functions are re-exported here (``from simstudy import evaluate as E;
@@ -48,6 +50,8 @@ from .fits import (
 )
 from .mcse import mcse_mean, mcse_proportion, replicates_needed
 from .methods import method_view, paired_difference, store_methods, summarize_methods
+from .paired import cell_difference, setting_difference, setting_pairs
+from .decision import decision_table, regret_table
 from .runtime import runtime, runtime_scaling
 from .summary import LONG_NAMES, marginal, summarize, summarize_cli, summary_frame
 
@@ -62,4 +66,5 @@ __all__ = [
     "estimation", "runtime", "runtime_scaling",
     "summarize", "summary_frame", "marginal", "summarize_cli",
     "store_methods", "method_view", "summarize_methods", "paired_difference",
+    "setting_pairs", "setting_difference", "cell_difference", "decision_table", "regret_table",
 ]

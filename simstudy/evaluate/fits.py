@@ -89,7 +89,7 @@ def cell_factors(ds: xr.Dataset) -> list[str]:
     names = [
         k
         for k, v in ds.coords.items()
-        if v.dims == ("cell",) and k not in ("cell", "cell_id", "cell_label")
+        if v.dims == ("cell",) and k not in ("cell", "cell_id", "cell_label", "data_id")
     ]
     info = design_info(ds)
     order = list(info.get("factors", {})) + [c for c in info.get("coords", []) if c not in info.get("factors", {})]

@@ -177,3 +177,33 @@ def format_level(name: str, value) -> str:
 
 def _is_unit(metric: str) -> bool:
     return metric in _UNIT_INTERVAL or metric.endswith("_coverage")
+
+
+_NONNEG = {
+    "ece", "ece_mass", "ece_null", "brier", "brier_reliability", "brier_resolution", "brier_uncertainty",
+    "sample_s", "compile_s", "total_s", "ess_per_s_tau_t", "ess_min_per_s", "extensions_mean",
+    "divergences_mean", "prevalence", "flagged",
+}  # fmt: skip
+#: metrics whose values lie on a ratio scale that can span decades (log axis when they do)
+_DECADE_METRICS = {"fpr", "fwer", "fdr", "ece", "ece_mass", "ece_null", "brier", "brier_reliability",
+                   "brier_resolution", "sample_s", "compile_s", "total_s", "ess_per_s_tau_t", "ess_min_per_s"}
+
+
+def metric_range(metric: str) -> tuple[float, float]:
+    """The values a cell metric can take, ``(lo, hi)`` (``±inf`` when unbounded): the one table
+    figures clip error bars to (rates and coverage in [0, 1], MCC in [-1, 1], ECE, Brier,
+    times, SEs and RMSEs >= 0)."""
+    if _is_unit(metric):
+        return 0.0, 1.0
+    if metric == "mcc":
+        return -1.0, 1.0
+    if metric in _NONNEG or metric.endswith(("_empse", "_rmse", "_mse", "_mcse")):
+        return 0.0, np.inf
+    if metric in ("model_pi", "share_true") or metric.startswith("pi_"):
+        return 0.0, 1.0
+    return -np.inf, np.inf
+
+
+def spans_decades(metric: str) -> bool:
+    """Whether ``metric`` may be drawn on a log axis (a positive ratio-scale quantity)."""
+    return metric in _DECADE_METRICS

@@ -24,14 +24,14 @@ from .fits import factor_levels, usable_fits
 from .mcse import _mean_mcse, mcse_mean
 
 __all__ = ["METHOD_LABELS", "store_methods", "method_view", "summarize_methods", "replicate_method_rates",
-           "paired_difference", "overall_by_method", "compare_methods_sentences", "methods_table"]
+           "paired_difference", "paired_rates", "overall_by_method", "compare_methods_sentences", "methods_table"]
 
 METHOD_LABELS = {
     "ss_melsm": "SS-MELSM",
-    "hlm": "HLM (QQ envelope)",
+    "hlm": "HLM (identity-line envelope)",
     "hlm_z": "HLM (|Z| > 1.96)",
     "hlm_bh": "HLM (BH 5%)",
-    "hlm_qq": "HLM (QQ envelope, quartile line)",
+    "hlm_qq": "HLM (QQ envelope, the published rule)",
 }
 _SS_FLAG_PIP = 0.75  # simstudy.study.scoring.SS_MELSM_FLAG_PIP (no import: evaluate reads stores only)
 
@@ -109,6 +109,16 @@ def paired_difference(ds: xr.Dataset, metric: str, a: str, b: str, threshold: fl
     its paired MCSE ``sd(diff) / sqrt(R)`` and ``n`` (replicates used)."""
     ra = replicate_method_rates(ds, a, threshold, rule, bf, converged_only)[metric]
     rb = replicate_method_rates(ds, b, threshold, rule, bf, converged_only)[metric]
+    return paired_rates(ra, rb)
+
+
+def paired_rates(ra, rb) -> dict[str, np.ndarray]:
+    """The paired difference of two arrays of per-replicate values on the same data sets
+    (replicates on the last axis): ``diff`` = mean of ``ra - rb`` over the replicates where
+    both are defined, its paired MCSE ``sd(ra - rb) / sqrt(n)`` and ``n``. Used for method
+    differences (:func:`paired_difference`) and setting differences
+    (:func:`simstudy.evaluate.paired.setting_difference`)."""
+    ra, rb = np.asarray(ra, dtype=float), np.asarray(rb, dtype=float)
     d = np.where(np.isfinite(ra) & np.isfinite(rb), ra - rb, np.nan)
     mean, _, n = _mean_mcse(d)
     return {"diff": mean, "mcse": mcse_mean(d), "n": n}

@@ -37,11 +37,12 @@ from .labels import (  # noqa: E402
     METRIC_LABELS,
     PRETTY,
     SYMBOLS,
-    _is_unit,
     _level_text,
     format_level,
     metric_label,
+    metric_range,
     pretty,
+    spans_decades,
 )
 
 __all__ = [
@@ -57,6 +58,9 @@ __all__ = [
     "plot_reliability",
     "plot_roc",
     "plot_runtime",
+    "plot_pi_vs_share",
+    "plot_decision",
+    "parse_metrics",
     "save_figure",
     "plot_all",
     "plot_cli",
@@ -117,6 +121,99 @@ def _rotate_if_needed(ax, labels: Sequence[str]) -> None:
     long = sum(len(s) for s in labels) > 40 or max((len(s) for s in labels), default=0) > 10
     if long:
         plt.setp(ax.get_xticklabels(), rotation=30, ha="right", rotation_mode="anchor")
+
+
+#: largest shift of a colour level's points from its x level, as a share of the level spacing
+MAX_DODGE = 0.15
+
+
+def _dodge(n: int) -> np.ndarray:
+    """x offsets of ``n`` colour levels: at most ±MAX_DODGE of the level spacing (points of
+    one x level stay next to it, never halfway to the next one)."""
+    if n <= 1:
+        return np.zeros(1)
+    half = min(MAX_DODGE, 0.04 * (n - 1))
+    return np.linspace(-half, half, n)
+
+
+def _as_number(v):
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, (int, float, np.integer, np.floating)):
+        return float(v)
+    try:
+        return float(str(v))
+    except ValueError:
+        return None
+
+
+def ordered_numeric(levels: Sequence) -> bool:
+    """Whether factor levels form an ordered numeric scale (lines may join them): every level
+    a number, ascending. Levels that mix numbers and text (0.1, 0.5, "beta(1, 1)") or are text
+    are categories: points and error bars only."""
+    nums = [_as_number(v) for v in levels]
+    if len(nums) < 2 or any(v is None or not np.isfinite(v) for v in nums):
+        return False
+    return bool(np.all(np.diff(nums) > 0))
+
+
+def clip_errors(y, err, lo: float, hi: float) -> np.ndarray:
+    """``(2, k)`` lower/upper error-bar lengths of ``y ± err`` clipped to ``[lo, hi]`` (the
+    metric's range, :func:`simstudy.evaluate.labels.metric_range`)."""
+    y, err = np.asarray(y, float), np.asarray(err, float)
+    err = np.where(np.isfinite(err), err, 0.0)
+    down = np.minimum(err, np.maximum(y - lo, 0.0))
+    up = np.minimum(err, np.maximum(hi - y, 0.0))
+    return np.vstack([np.where(np.isfinite(y), down, 0.0), np.where(np.isfinite(y), up, 0.0)])
+
+
+#: positive values spanning more decades than this get a log axis (for ratio-scale metrics)
+LOG_DECADES = 1.5
+
+
+def fit_metric_axis(ax, metric: str, drawn) -> None:
+    """y limits fitted to the drawn points and error bars (``drawn``: ``(y, lo, hi)`` arrays)
+    with a margin, never past the metric's range: a log axis (symlog when zeros are drawn)
+    where a ratio-scale metric's positive values span more than LOG_DECADES decades; [0, 1]
+    for a rate only when the data spread over most of it."""
+    if not drawn:
+        return
+    y = np.concatenate([d[0] for d in drawn])
+    lo = np.concatenate([d[1] for d in drawn])
+    hi = np.concatenate([d[2] for d in drawn])
+    ok = np.isfinite(y)
+    if not ok.any():
+        return
+    y, lo, hi = y[ok], lo[ok], hi[ok]
+    r_lo, r_hi = metric_range(metric)
+    pos = y[y > 0]
+    if spans_decades(metric) and pos.size >= 2 and np.log10(pos.max() / pos.min()) > LOG_DECADES and r_lo >= 0:
+        top = float(np.max(hi)) * 1.6
+        bottom = float(pos.min()) / 1.6
+        if (y <= 0).any():  # zeros stay visible: linear below the smallest positive value
+            ax.set_yscale("symlog", linthresh=float(pos.min()), linscale=0.6)
+            ax.set_ylim(0.0, top)
+        else:
+            _plain_log(ax, "y", subs=(1.0, 2.0, 5.0))
+            ax.set_ylim(bottom, top)
+        return
+    vmin, vmax = float(np.min(lo)), float(np.max(hi))
+    for ref, when in ((_REFERENCE.get(metric), metric in _REFERENCE), (0.9, metric.endswith("_coverage")),
+                      (0.0, metric.endswith("_bias"))):
+        if when and ref is not None and (vmax - vmin) > 0 and abs(ref - (vmin + vmax) / 2) < 2 * (vmax - vmin):
+            vmin, vmax = min(vmin, ref), max(vmax, ref)  # a nearby reference line stays in view
+    span = vmax - vmin
+    if np.isfinite(r_lo) and np.isfinite(r_hi) and span >= 0.6 * (r_hi - r_lo):
+        pad = 0.03 * (r_hi - r_lo)
+        ax.set_ylim(r_lo - pad, r_hi + pad)
+        return
+    pad = 0.08 * span if span > 0 else max(0.05 * abs(vmax), 1e-3)
+    bottom, top = vmin - pad, vmax + pad
+    if np.isfinite(r_lo) and bottom < r_lo:
+        bottom = r_lo - 0.3 * pad if vmin > r_lo else r_lo - pad
+    if np.isfinite(r_hi) and top > r_hi:
+        top = r_hi + 0.3 * pad if vmax < r_hi else r_hi + pad
+    ax.set_ylim(bottom, top)
 
 
 def _aggregate(summary: xr.Dataset, metric: str, keys: dict) -> tuple[float, float]:
@@ -208,8 +305,10 @@ def plot_sensitivity(
         )
     colors = _palette(len(hlev))
     markers = ["o", "s", "D", "^", "v", "P", "X", "*", "<", ">"]
-    width = 0.5
-    offs = np.linspace(-width / 2, width / 2, len(hlev)) if len(hlev) > 1 else np.zeros(1)
+    offs = _dodge(len(hlev))
+    joined = x is not None and x != "cell_label" and ordered_numeric(xlev)  # lines only along a numeric scale
+    lo_ok, hi_ok = metric_range(metric)
+    drawn: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (y, y - err, y + err) as drawn
     handles = {}
     xlabels = [_level_text(v) for v in xlev]
     for (i, rv), (j, cv) in itertools.product(enumerate(rlev), enumerate(clev)):
@@ -224,14 +323,17 @@ def plot_sensitivity(
             ys = np.array(ys)
             if not np.isfinite(ys).any():
                 continue
+            yerr = clip_errors(ys, np.array(es), lo_ok, hi_ok)
+            drawn.append((ys, ys - yerr[0], ys + yerr[1]))
             eb = ax.errorbar(
                 pos,
                 ys,
-                yerr=np.array(es),
+                yerr=yerr,
                 color=colors[h],
                 marker=markers[h % len(markers)],
                 markersize=5,
                 linewidth=1.4,
+                linestyle="-" if joined else "none",
                 capsize=3,
                 label=_level_text(hv) if hue else None,
             )
@@ -250,9 +352,7 @@ def plot_sensitivity(
         parts = [format_level(n, v) for n, v in ((row, rv), (col, cv)) if n is not None]
         if parts:
             ax.set_title(", ".join(parts), fontsize=10)
-    if _is_unit(metric):
-        lo = np.nanmin(np.asarray(sub[metric].values, float)) if np.isfinite(np.asarray(sub[metric].values, float)).any() else 0
-        axes[0, 0].set_ylim(-0.03 if lo >= 0 else -1.03, 1.03)
+    fit_metric_axis(axes[0, 0], metric, drawn)
     for ax in axes[-1, :]:
         ax.set_xlabel(pretty(x) if x else "")
     for ax in axes[:, 0]:
@@ -392,7 +492,9 @@ def plot_roc(ds: xr.Dataset, by: str | None = None, hue: str | None = None, conv
     axes[0, 0].set_ylabel("True positive rate")
     if hue and handles:
         _legend(fig, handles, pretty(hue))
-    fig.suptitle("ROC curves of PIPs (pooled over replicates)", fontsize=10)
+    pooled = [pretty(f).lower() if f not in PRETTY else pretty(f) for f in M.varying_factors(ds) if f not in keys]
+    what = "replicates" + (" and cells over " + ", ".join(pooled) if pooled else "")
+    fig.suptitle(f"ROC curves of PIPs (pooled over {what})", fontsize=10)
     return fig
 
 
@@ -428,7 +530,7 @@ def plot_runtime(summary: xr.Dataset, err_mult: float = 1.96):
                 es.append(err_mult * np.sqrt(np.sum(s**2)) / mm.sum() if np.all(np.isfinite(s)) else 0.0)
             if not xs or not np.isfinite(ys).any():
                 continue
-            lab = f"n = {nv:g}" if np.isfinite(nv) else "n unknown"
+            lab = format_level("group_size", int(nv) if float(nv).is_integer() else nv) if np.isfinite(nv) else "n unknown"
             eb = ax.errorbar(xs, ys, yerr=es, color=colors[h], marker="o", markersize=4, capsize=2, linewidth=1.3)
             handles[lab] = eb
         ax.set_xlabel(pretty("n_groups"))
@@ -446,10 +548,60 @@ def plot_runtime(summary: xr.Dataset, err_mult: float = 1.96):
             ax.set_xticklabels([f"{t:g}" for t in ticks])
             ax.minorticks_off()
         if pos_y.size and pos_y.max() / max(pos_y.min(), 1e-12) > 5:
-            _plain_log(ax, "y")
+            if (vals[np.isfinite(vals)] <= 0).any():  # zero compile times (cached) stay on the axis
+                ax.set_yscale("symlog", linthresh=float(pos_y.min()), linscale=0.6)
+                ax.set_ylim(bottom=0.0)
+            else:
+                _plain_log(ax, "y")
     if handles:
         _legend(fig, handles, pretty("group_size"))
     fig.suptitle(f"Runtime per fit and sampling efficiency (error bars: ±{err_mult:g} Monte Carlo SE)", fontsize=10)
+    return fig
+
+
+# ============================================================================ Beta pi
+def plot_pi_vs_share(summary: xr.Dataset, hue: str | None = None, err_mult: float = 1.96):
+    """E[π | y] (the posterior mean of π under a Beta hyperprior, averaged over a cell's fits)
+    against the true share of inconsistent groups, one point per cell with ±``err_mult``
+    MCSE bars (clipped to [0, 1]), coloured by ``hue`` (default: the varying factor ``pi``,
+    else the first varying factor); dashed: E[π | y] = share. Returns the Figure."""
+    if "pi_mean" not in summary or "share_true" not in summary:
+        raise KeyError("no pi_mean/share_true in the summary: no cell has a Beta hyperprior on pi")
+    est = np.asarray(summary["pi_mean"].values, float)
+    share = np.asarray(summary["share_true"].values, float)
+    se = np.asarray(summary["pi_mean_mcse"].values, float) if "pi_mean_mcse" in summary else np.full(est.shape, np.nan)
+    keep = np.isfinite(est) & np.isfinite(share)
+    varying = M.varying_factors(summary)
+    if hue is None:
+        hue = "pi" if "pi" in varying else (varying[0] if varying else None)
+    hv_all = _values(summary, hue) if hue else [None] * est.size
+    hlev = [v for v in _levels(summary, hue) if any(k and h == v for k, h in zip(keep, hv_all))] if hue else [None]
+    colors = _palette(len(hlev))
+    markers = ["o", "s", "D", "^", "v", "P", "X", "*", "<", ">"]
+    with sns.axes_style("whitegrid"):
+        fig, ax = plt.subplots(figsize=(4.8, 4.6 + (0.5 if hue else 0)), layout="constrained")
+    top = float(np.nanmax(np.concatenate([est[keep] + np.nan_to_num(err_mult * se[keep]), share[keep]]))) if keep.any() else 1.0
+    lim = min(1.0, top * 1.12 + 0.01)
+    ax.plot([0, lim], [0, lim], color="0.5", linestyle="--", linewidth=1, label="_identity")
+    handles = {}
+    for h, hv in enumerate(hlev):
+        m = keep & np.array([v == hv for v in hv_all]) if hue else keep
+        if not m.any():
+            continue
+        yerr = clip_errors(est[m], err_mult * se[m], 0.0, 1.0)
+        eb = ax.errorbar(share[m], est[m], yerr=yerr, color=colors[h], marker=markers[h % len(markers)],
+                         linestyle="none", markersize=5, capsize=2)
+        if hue:
+            handles[_level_text(hv)] = eb
+    ax.set_xlim(0.0, lim)
+    ax.set_ylim(0.0, lim)
+    ax.set_aspect("equal", adjustable="box")
+    ax.set_xlabel("True share of inconsistent groups (mean over fits)")
+    ax.set_ylabel("E[π | y] (mean over fits)")
+    if hue and handles:
+        _legend(fig, handles, pretty(hue))
+    fig.suptitle(f"Posterior mean of π against the true share, one point per cell\n"
+                 f"dashed: E[π | y] = share; error bars: ±{err_mult:g} Monte Carlo SE", fontsize=10)
     return fig
 
 
@@ -486,15 +638,16 @@ def plot_methods(
     table = overall_by_method(summary_m, metrics, by=x)
     levels = M.factor_levels(summary_m, x) if x else [None]
     pos = np.arange(len(levels))
-    width = min(0.1, 0.5 / max(len(methods), 1))  # dodge
+    offs = _dodge(len(methods))  # small: each method stays next to its x level
     handles = {}
     for ax, metric in zip(axes[0], metrics):
         for i, m in enumerate(methods):
             rows = table[table["method"] == m]
             vals = rows[metric].to_numpy(float)
             errs = err_mult * rows[f"{metric}_mcse"].to_numpy(float)
-            offset = (i - (len(methods) - 1) / 2) * width
-            h = ax.errorbar(pos + offset, vals, yerr=np.where(np.isfinite(errs), errs, 0.0), fmt="o-",
+            offset = offs[i]
+            yerr = clip_errors(vals, errs, *metric_range(metric))  # never past the metric's range
+            h = ax.errorbar(pos + offset, vals, yerr=yerr, fmt="o-" if x and ordered_numeric(levels) else "o",
                             color=colors[m], ms=4, lw=1.2, capsize=2)
             handles[METHOD_LABELS.get(m, m)] = h
         ax.set_xticks(pos, [_level_text(lv) if x else "all cells" for lv in levels])
@@ -503,6 +656,62 @@ def plot_methods(
         ax.grid(axis="y", alpha=0.3)
     _legend(fig, handles, "method")
     fig.suptitle(f"Methods on the same data sets (mean over cells, ±{err_mult:g} MCSE)")
+    return fig
+
+
+def plot_decision(regret, value: str = "regret", level: float | None = None):
+    """Heatmap of settings (rows) x truths (columns) of ``value`` (``"regret"``, ``"fwer"`` or
+    ``"tpr"``), one panel per ``by`` group (J, n), from
+    :func:`simstudy.evaluate.decision.regret_table`; each cell annotated with its value.
+    Settings that are not admissible (P(≥1 false flag) above ``level`` at some truth) are
+    marked "✗" on the axis; with ``value="fwer"`` and ``level`` the colour scale is centred on
+    the level."""
+    import pandas as pd
+
+    attrs = dict(getattr(regret, "attrs", {}))
+    tab = pd.DataFrame(regret)
+    if value not in tab.columns:
+        raise ValueError(f"{value!r} is not a column of the regret table")
+    by = list(attrs.get("by", [c for c in ("n_groups", "group_size") if c in tab.columns]))
+    groups = [((), tab)] if not by else [((k if isinstance(k, tuple) else (k,)), g)
+                                         for k, g in tab.groupby(by, sort=True)]
+    settings = list(dict.fromkeys(tab["setting"]))
+    # truths where the value is undefined everywhere (regret and TPR at the null share) are left out
+    truths = [t for t in dict.fromkeys(tab["truth"]) if np.isfinite(tab.loc[tab["truth"] == t, value].to_numpy(float)).any()]
+    if truths:
+        tab = tab[tab["truth"].isin(truths)]
+    else:  # nothing defined (e.g. no admissible setting): an empty grid, all truths shown
+        truths = list(dict.fromkeys(tab["truth"]))
+    ncol = min(len(groups), 2)
+    nrow = int(np.ceil(len(groups) / ncol))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(1.3 * len(truths) * ncol + 3.5, 0.45 * len(settings) * nrow + 1.8),
+                             squeeze=False, layout="constrained")
+    vals = tab[value].to_numpy(float)
+    finite = vals[np.isfinite(vals)]
+    if value == "fwer" and level is not None:
+        cmap, vmin, vmax, center = "RdBu_r", 0.0, max(2 * level, float(finite.max()) if finite.size else 1.0), level
+    else:
+        cmap, vmin, vmax, center = "rocket_r", (min(0.0, float(finite.min())) if finite.size else 0.0), (
+            float(finite.max()) if finite.size and finite.max() > 0 else 1.0), None
+    for ax, (key, g) in zip(axes.flat, groups):
+        grid = g.pivot_table(index="setting", columns="truth", values=value, aggfunc="first", dropna=False)
+        grid = grid.reindex(index=[s for s in settings if s in grid.index], columns=[t for t in truths if t in grid.columns])
+        adm = g.groupby("setting")["admissible"].first() if "admissible" in g else None
+        ylabels = [s + ("" if adm is None or bool(adm.get(s, True)) else "  ✗") for s in grid.index]
+        sns.heatmap(grid.to_numpy(float), ax=ax, cmap=cmap, vmin=vmin, vmax=vmax, center=center, annot=True,
+                    fmt=".2f", cbar=ax is axes.flat[0], linewidths=0.5, annot_kws={"fontsize": 7},
+                    xticklabels=list(grid.columns), yticklabels=ylabels)
+        ax.set_xlabel("truth")
+        ax.set_ylabel("setting" if ax in axes[:, 0] else "")
+        ax.set_title(", ".join(f"{pretty(n)} = {_level_text(v)}" for n, v in zip(by, key)) or "all cells", fontsize=9)
+        ax.tick_params(axis="x", labelrotation=30, labelsize=7)
+        ax.tick_params(axis="y", labelsize=7, labelrotation=0)
+    for ax in list(axes.flat)[len(groups):]:
+        ax.set_visible(False)
+    what = {"regret": "regret: best admissible TPR at the truth minus the setting's TPR",
+            "fwer": "P(at least one false flag)", "tpr": "TPR"}.get(value, value)
+    lv = f"; ✗: P(≥1 false flag) > {level:g} at some truth" if level is not None else ""
+    fig.suptitle(f"Settings x truths, {what}{lv}", fontsize=10)
     return fig
 
 
@@ -519,13 +728,14 @@ def plot_all(
     col: str | None = None,
     converged_only: bool = False,
     formats: Sequence[str] = ("png", "pdf"),
+    bf: float = 3.0,
 ) -> list[Path]:
     """Write every study figure of a store into ``out``: ``sensitivity_<metric>`` (one per
     level combination of factors beyond x/hue/col/row), ``reliability``, ``roc`` and
     ``runtime``. Returns the written paths."""
     out = Path(out)
     if summary is None:
-        summary = M.summarize(ds, threshold=threshold, rule=rule, converged_only=converged_only)
+        summary = M.summarize(ds, threshold=threshold, rule=rule, bf=bf, converged_only=converged_only)
     paths: list[Path] = []
     roles = default_roles(summary, x, hue, row, col)
     for metric in metrics or DEFAULT_METRICS:
@@ -546,14 +756,44 @@ def plot_all(
             paths += save_figure(plot_roc(ds_loaded, converged_only=converged_only), out, "roc", formats)
     if "sample_s" in summary and np.isfinite(np.asarray(summary["sample_s"].values, float)).any():
         paths += save_figure(plot_runtime(summary), out, "runtime", formats)
+    if "pi_mean" in summary and "share_true" in summary and np.isfinite(np.asarray(summary["pi_mean"].values, float)).any():
+        paths += save_figure(plot_pi_vs_share(summary), out, "pi_vs_share", formats)  # Beta hyperprior on pi
     from .methods import store_methods, summarize_methods
 
     if store_methods(ds) != ["ss_melsm"]:  # comparators in the store: methods side by side
         keep = ("pip", "delta_true", "t_true", "status", "done", "flag", "score", "method_s")
         summary_m = summarize_methods(ds[[v for v in keep if v in ds]].load(), threshold=threshold, rule=rule,
-                                      converged_only=converged_only)
+                                      bf=bf, converged_only=converged_only)
         paths += save_figure(plot_methods(summary_m, x=x), out, "methods", formats)
     return paths
+
+
+def known_metrics() -> list[str]:
+    """Every cell metric name ``simstudy plot --metric`` accepts (the summary's metrics)."""
+    from .fits import PARAMS
+    from .labels import _STAT_LABELS
+
+    names = list(METRIC_LABELS) + [f"{p}_{s}" for p in PARAMS for s in _STAT_LABELS] + ["pi_mean"]
+    return list(dict.fromkeys(names))
+
+
+def parse_metrics(metrics: Sequence[str] | str | None) -> list[str] | None:
+    """``--metric`` values as names: comma lists and repeated options both work
+    (``["fpr,tpr", "ece"]`` -> ``["fpr", "tpr", "ece"]``). An unknown name raises one
+    ValueError listing the valid ones; ``None``/empty -> ``None`` (the defaults)."""
+    if metrics is None:
+        return None
+    if isinstance(metrics, str):
+        metrics = [metrics]
+    names = [m.strip() for item in metrics for m in str(item).split(",") if m.strip()]
+    if not names:
+        return None
+    valid = known_metrics()
+    bad = [m for m in names if m not in valid]
+    if bad:
+        raise ValueError(f"--metric {', '.join(repr(b) for b in bad)}: not a metric; use one or more of "
+                         f"{', '.join(valid)} (comma-separated or repeated --metric)")
+    return list(dict.fromkeys(names))
 
 
 def plot_cli(
@@ -567,17 +807,20 @@ def plot_cli(
     row: str | None = None,
     col: str | None = None,
     converged_only: bool = False,
+    bf: float = 3.0,
 ) -> list[Path]:
-    """``simstudy plot``: every figure of a results store into ``out`` (PNG + PDF)."""
+    """``simstudy plot``: every figure of a results store into ``out`` (PNG + PDF); ``bf``: the
+    Bayes-factor threshold of ``rule="bf"``."""
     from .fits import unfinished_note
 
+    metrics = parse_metrics(metrics)  # before anything is read or written
     ds = M.open_store(store)
     note = unfinished_note(ds, store if not isinstance(store, xr.Dataset) else None)
     if note:
         print(f"note: {note}")
     paths = plot_all(
         ds, out, threshold=threshold, rule=rule, metrics=metrics, x=x, hue=hue, row=row, col=col,
-        converged_only=converged_only,
+        converged_only=converged_only, bf=bf,
     )  # fmt: skip
     pngs = [p for p in paths if p.suffix == ".png"]
     print(f"wrote {len(paths)} files ({len(pngs)} figures, PNG + PDF) to {Path(out)}")

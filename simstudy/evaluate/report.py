@@ -144,6 +144,13 @@ def describe_trend(summary: xr.Dataset, metric: str, factor: str, name: str | No
             + f" (largest difference {spread:.{_digits(se_range)}f}, MCSE {se_range:.{_digits(se_range)}f}).{tail}"
         )
     d = _digits(se_range)
+    if not P.ordered_numeric(list(mg["level"])):  # categories (0.1, 0.5, beta(1, 1)): no order to rise along
+        return (
+            f"{_cap(name)} differs across the levels of {_low(P.pretty(factor))} (categories, not an ordered "
+            "scale): " + "; ".join(parts)
+            + f"; highest at {_at(factor, defined.iloc[imax].level)}, lowest at {_at(factor, defined.iloc[imin].level)}"
+            + f" (difference {spread:.{d}f}, MCSE {se_range:.{d}f}){verdict}.{tail}"
+        )
     diff = last.value - first.value
     se_diff = math.sqrt(first.mcse**2 + last.mcse**2) if np.isfinite(first.mcse) and np.isfinite(last.mcse) else np.nan
     diff_txt = f" (difference {_f(diff, d, True)}, MCSE {_f(se_diff, d)})" if np.isfinite(se_diff) else f" (difference {_f(diff, d, True)})"
@@ -231,6 +238,29 @@ def runtime_table(summary: xr.Dataset) -> pd.DataFrame:
 
 
 # ============================================================================ report
+def pi_section(summary: xr.Dataset) -> list[str]:
+    """Markdown on E[pi | y] of fits with a Beta hyperprior on pi, per cell beside the true
+    share of inconsistent groups (empty when pi is fixed in every cell)."""
+    if "pi_mean" not in summary or not np.isfinite(summary["pi_mean"].values).any():
+        return []
+    L = ["## Posterior inclusion probability pi (Beta hyperprior)\n",
+         "E[π | y] (mean over fits, MCSE) per cell with a Beta hyperprior on π, beside the true share of "
+         "inconsistent groups in the data it estimates (figure `pi_vs_share`).\n"]
+    names = _cell_names(summary)
+    rows = []
+    for c in range(summary.sizes["cell"]):
+        v = float(summary["pi_mean"].values[c])
+        if not np.isfinite(v):
+            continue
+        se = float(summary["pi_mean_mcse"].values[c]) if "pi_mean_mcse" in summary else np.nan
+        share = float(summary["share_true"].values[c]) if "share_true" in summary else np.nan
+        rows.append({"cell": names[c], "E[π | y]": cell_value(v, se),
+                     "true share": "–" if not np.isfinite(share) else f"{share:.3f}",
+                     "E[π | y] − share": "–" if not np.isfinite(share) else f"{v - share:+.3f}"})
+    L.append(md_table(pd.DataFrame(rows)) + "\n")
+    return L
+
+
 def _range_sentence(summary: xr.Dataset, metric: str, label: str, unit: str = "", min_digits: int = 2) -> str | None:
     if metric not in summary:
         return None
@@ -276,6 +306,86 @@ def methods_section(ds, threshold: float, rule: str, bf: float, converged_only: 
     elif "ss_melsm" in methods:
         L.append("- No difference between the SS-MELSM and a comparator exceeds 2 paired MCSE.")
     L.append("")
+    return L
+
+
+def decision_section(ds, summary: xr.Dataset, out: Path, level: float = 0.1, figures: bool = True,
+                     threshold: float = 0.75, rule: str = "pip", bf: float = 3.0,
+                     converged_only: bool = False) -> list[str]:
+    """"## Choosing a prior without knowing the truth": the decision rule of
+    :mod:`simstudy.evaluate.decision` for a design that crosses truth factors (share, slab SD)
+    with prior factors (pi, SD priors); empty otherwise. Per (J, n): the recommended setting
+    (P(≥1 false flag) ≤ ``level`` at every truth, best worst-case TPR) with MCSEs, and whether it
+    beats the runner-up beyond 2 paired MCSE (the TPR difference at the recommended setting's
+    worst truth, a lower bound of the worst-case difference); a table of every setting. Writes
+    ``tables/decision.csv``, ``tables/regret.csv`` and, with ``figures``, the heatmaps
+    ``figures/decision_regret`` and ``figures/decision_fwer``."""
+    from .decision import crosses_truth_and_priors, decision_table, regret_table
+    from .methods import replicate_method_rates
+    from .paired import cell_difference
+
+    if not crosses_truth_and_priors(summary):
+        return []
+    dec = decision_table(summary, level)
+    reg = regret_table(summary, level)
+    dec.to_csv(out / "tables" / "decision.csv", index=False)
+    reg.to_csv(out / "tables" / "regret.csv", index=False)
+    if figures:
+        for value in ("regret", "fwer"):
+            P.save_figure(P.plot_decision(reg, value, level), out / "figures", f"decision_{value}")
+    by, truth = dec.attrs["by"], dec.attrs["truth"]
+    rates = None
+    L = ["## Choosing a prior without knowing the truth\n",
+         f"A setting is admissible when its P(≥1 false flag) is at most {level:g} at every truth "
+         f"({', '.join(P.pretty(t) for t in truth)}; the null share included); admissible settings are ranked by "
+         "their worst-case TPR over the non-null truths. Regret: the best admissible TPR at a truth minus the "
+         "setting's (figures `decision_regret`, `decision_fwer`; tables `decision.csv`, `regret.csv`). "
+         "Values with MCSE.\n"]
+    groups = [((), dec)] if not by else [((k if isinstance(k, tuple) else (k,)), g) for k, g in
+                                         dec.groupby(by, sort=True)]
+    for key, g in groups:
+        where = ", ".join(f"{P.pretty(n)} = {P.format_level(n, v)}" for n, v in zip(by, key)) or "All cells"
+        ranked = g[g["admissible"]].sort_values("rank")
+        if ranked.empty:
+            worst = g.sort_values("worst_fwer").iloc[0]
+            L.append(f"- {where}: no setting keeps P(≥1 false flag) ≤ {level:g} at every truth; the lowest worst "
+                     f"case is {num(worst.worst_fwer, worst.worst_fwer_mcse)} ({worst.setting}, at {worst.worst_fwer_at}).")
+            continue
+        best = ranked.iloc[0]
+        text = (f"- {where}: **{best.setting}**, worst-case TPR {num(best.worst_tpr, best.worst_tpr_mcse)} "
+                f"(at {best.worst_tpr_at}), P(≥1 false flag) at most {num(best.worst_fwer, best.worst_fwer_mcse)} "
+                f"(at {best.worst_fwer_at})")
+        if len(ranked) > 1:
+            second = ranked.iloc[1]
+            at = reg[(reg["truth"] == best.worst_tpr_at)]
+            for n, v in zip(by, key):
+                at = at[at[n].astype(str) == str(v)]
+            ci = at.loc[at["setting"] == best.setting, "cell"].tolist() if "cell" in at else []
+            cj = at.loc[at["setting"] == second.setting, "cell"].tolist() if "cell" in at else []
+            i = int(ci[0]) if len(ci) == 1 else None
+            j = int(cj[0]) if len(cj) == 1 else None
+            if i is not None and j is not None and "pip" in ds:
+                rates = rates or replicate_method_rates(ds, "ss_melsm", threshold, rule, bf, converged_only)
+                d = cell_difference(ds, "tpr", i, j, rates=rates)
+                kind = "paired" if d["paired"] else "unpaired"
+                beats = np.isfinite(d["mcse"]) and d["diff"] > 2 * d["mcse"]
+                text += (f"; ahead of the runner-up {second.setting} (worst-case TPR "
+                         f"{num(second.worst_tpr, second.worst_tpr_mcse)}) by {d['diff']:+.3f} ({kind} MCSE "
+                         f"{d['mcse']:.3f}) at that truth: "
+                         + ("beyond 2 MCSE." if beats else "the two are indistinguishable at this precision."))
+            else:
+                text += f"; runner-up {second.setting} (worst-case TPR {num(second.worst_tpr, second.worst_tpr_mcse)})."
+        else:
+            text += "; the only admissible setting."
+        L.append(text)
+    L.append("")
+    tab = dec.assign(**{
+        "rank": [("" if pd.isna(r) else str(int(r))) for r in dec["rank"]],
+        "worst P(≥1 FP)": [cell_value(v, s) for v, s in zip(dec.worst_fwer, dec.worst_fwer_mcse)],
+        "worst TPR": [cell_value(v, s) for v, s in zip(dec.worst_tpr, dec.worst_tpr_mcse)],
+        "max regret": [cell_value(v, s) for v, s in zip(dec.max_regret, dec.max_regret_mcse)],
+    })
+    L.append(md_table(tab[by + ["setting", "rank", "worst P(≥1 FP)", "worst TPR", "max regret"]]) + "\n")
     return L
 
 
@@ -417,6 +527,8 @@ def build_report(
     else:
         L.append("No hyperparameter estimates with generating values in the store.\n")
 
+    L.extend(pi_section(summary))
+
     L.append("## Runtime and sampling quality\n")
     for s in (
         _range_sentence(summary, "sample_s", "Sampling time per fit", " s", min_digits=0),
@@ -439,6 +551,8 @@ def build_report(
     L.append(md_table(runtime_table(summary)) + "\n")
 
     L.extend(methods_section(ds, threshold, rule, bf, converged_only, out))
+    L.extend(decision_section(ds, summary, out, figures=figures, threshold=threshold, rule=rule, bf=bf,
+                              converged_only=converged_only))
 
     L.append("## Monte Carlo precision\n")
     if "tpr_mcse" in summary and np.isfinite(summary.tpr_mcse.values).any():

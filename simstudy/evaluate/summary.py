@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .fits import PARAMS, cell_pi, cell_thresholds, design_info, factor_levels, fit_counts, open_store
+from .fits import PARAMS, cell_pi, cell_thresholds, design_info, factor_levels, fit_counts, open_store, usable_fits
 from .mcse import _mean_mcse
 from .classification import classification, replicate_auc
 from .calibration import calibration_stats
@@ -62,6 +62,10 @@ LONG_NAMES = {
     "group_size_eff": "mean group size n in the data",
     "threshold": "PIP threshold for flagging",
     "model_pi": "model prior inclusion probability",
+    "pi_mean": "posterior mean of pi, E[pi | y] (Beta hyperprior on pi), mean over fits",
+    "pi_q05": "5% posterior quantile of pi, mean over fits",
+    "pi_q95": "95% posterior quantile of pi, mean over fits",
+    "share_true": "true share of inconsistent groups in the data, mean over fits",
 }
 _UNITS = {"sample_s": "s", "compile_s": "s", "total_s": "s", "ess_per_s_tau_t": "1/s", "ess_min_per_s": "1/s"}
 
@@ -89,7 +93,7 @@ def summarize(
         for v in ds.data_vars
         if v
         in {"pip", "delta_true", "t_true", "n_obs", "status", "done", "sample_s", "compile_s", "ess_bulk_tau_t", "ess_bulk_min", "rhat_max", "divergences",
-              "rhat_worst", "extensions", *ESTIMABLE_WHEN.values()}
+              "rhat_worst", "extensions", "pi_mean", "pi_q05", "pi_q95", "share_true", *ESTIMABLE_WHEN.values()}
         or any(v.startswith(p + "_") for p in PARAMS)
     ]
     ds = ds[needed].load()
@@ -106,6 +110,7 @@ def summarize(
     out.update(calibration_stats(ds, n_bins, converged_only))
     out.update(estimation(ds, converged_only=converged_only))
     out.update(runtime(ds, converged_only))
+    out.update(posterior_pi(ds, converged_only))
 
     summary = xr.Dataset({k: ("cell", np.asarray(v)) for k, v in out.items()}, coords=_cell_coords(ds))
     for k in summary.data_vars:
@@ -131,6 +136,22 @@ def summarize(
         if k in ds.attrs:
             summary.attrs[k] = ds.attrs[k]
     return summary
+
+
+def posterior_pi(ds: xr.Dataset, converged_only: bool = False) -> dict[str, np.ndarray]:
+    """Per cell, for fits with a Beta hyperprior on pi (a finite ``pi_mean`` in the store):
+    ``pi_mean`` (mean of E[pi | y] over usable fits), ``pi_q05``/``pi_q95`` and ``share_true``
+    (the true share of inconsistent groups it estimates), each with ``_mcse``. Empty when
+    pi is fixed everywhere."""
+    if "pi_mean" not in ds or not np.isfinite(np.asarray(ds["pi_mean"].values, float)).any():
+        return {}
+    use = usable_fits(ds, converged_only)
+    out = {}
+    for k in ("pi_mean", "pi_q05", "pi_q95", "share_true"):
+        if k in ds:
+            v = np.where(use, np.asarray(ds[k].values, float), np.nan)
+            out[k], out[f"{k}_mcse"], _ = _mean_mcse(v)
+    return out
 
 
 def summary_frame(summary: xr.Dataset) -> pd.DataFrame:
@@ -216,7 +237,7 @@ def summarize_cli(
     rule_txt = f"PIP ≥ {threshold:g}" if rule == "pip" else f"BF₁₀ ≥ {bf:g} (PIP ≥ {bf:g}π/(1−π+{bf:g}π))"
     table = Table(title=f"{escape(str(design_info(ds).get('name', 'study')))}: {rule_txt}; value ± MCSE",
                   show_lines=False)
-    table.add_column("cell", no_wrap=True)
+    table.add_column("cell", overflow="fold", ratio=3)  # long labels fold within the terminal's width
     table.add_column("fits", justify="right")
     cols = [(k, h) for k, h in _CLI_COLUMNS if k in summary]
     for _, h in cols:
@@ -233,9 +254,13 @@ def summarize_cli(
             se = summary[f"{k}_mcse"].values[c] if f"{k}_mcse" in summary else None
             row.append(_fmt(float(summary[k].values[c]), None if se is None else float(se), 2 if k == "sample_s" else 3))
         table.add_row(*row)
-    import sys
+    import shutil
 
-    console = Console(width=None if sys.stdout.isatty() else 240)  # files/pipes: never squeeze the table
+    # a terminal's width ($COLUMNS first; the cell column folds to fit it); a file or pipe
+    # without $COLUMNS gets the table at its natural width, never squeezed
+    natural = Console(width=100_000).measure(table).maximum
+    terminal = shutil.get_terminal_size(fallback=(0, 0)).columns
+    console = Console(width=min(natural, terminal) if terminal > 0 else natural)
     console.print(table)
     from .methods import methods_table, store_methods, summarize_methods
 

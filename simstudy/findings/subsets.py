@@ -3,8 +3,9 @@
 A subset keeps the shipped design's seed, block size, MCMC, generator and model settings and
 every factor *as a factor*; it only keeps fewer levels of some factors and fewer replicates.
 A cell's id is the hash of its factor values (``simstudy.study.grid``) and replicate ``r``
-of cell ``c`` uses ``SeedSequence(seed, spawn_key=(c, r))``, so every subset cell is the
-shipped design's cell with the same id and the same data sets, and the shipped design
+of cell ``c`` uses ``SeedSequence(seed, spawn_key=(c.data_id, r))`` (the hash of its
+generator settings), so every subset cell is the shipped design's cell with the same id and
+the same data sets, and the shipped design
 *extends* the subset: ``simstudy run designs/X.toml --store results/X.zarr`` on a subset's
 store runs only the missing cells and replicates (:func:`check_extends` proves it before a
 run). ``replicates`` is a multiple of the block size, so no block is run twice.

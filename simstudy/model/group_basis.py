@@ -17,10 +17,12 @@ layout of :mod:`simstudy.model.native`. Pure NumPy; exact up to rounding (tested
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .data import MelsmData
+if TYPE_CHECKING:  # annotations only: data.py imports this module (MelsmData.group_basis)
+    from .data import MelsmData
 
 #: a column joins the basis when the part of it the basis so far cannot express exceeds this
 #: fraction of its norm

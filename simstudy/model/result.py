@@ -14,7 +14,7 @@ import xarray as xr
 
 from .data import MelsmData
 from .diagnostics import HYPER_VARS, RHAT_MAX, Verdict, judge  # noqa: F401 - the rule lives there
-from .ssmelsm import indicator_combos
+from .indicators import indicator_combos
 from .priors import Priors, bayes_factor
 
 

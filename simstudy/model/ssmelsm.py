@@ -35,7 +35,6 @@ and SDs) is an array in ``hyper``, so one compiled program serves a whole sweep;
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass
 
@@ -50,6 +49,7 @@ from numpyro.distributions import constraints
 from . import native
 from .data import MelsmData
 from .group_basis import GroupBasis
+from .indicators import indicator_combos  # noqa: F401 - also re-exported here
 from .priors import Priors
 from .reparam import location_data_dominate, scale_centring_weights
 
@@ -84,11 +84,6 @@ class Structure:
     @property
     def combos(self) -> np.ndarray:
         return indicator_combos(self.k_scale)
-
-
-def indicator_combos(k: int) -> np.ndarray:
-    """All ``2^k`` indicator combinations, shape (2^k, k), row 0 = all excluded."""
-    return np.array(list(itertools.product((0.0, 1.0), repeat=k)))
 
 
 def structure_for(data: MelsmData, priors: Priors, *, sufficient: bool | None = None,

@@ -15,7 +15,7 @@ summary is :mod:`.summary`, the fit directory :mod:`.fitdir`.
 4. with ``--out DIR`` writes, via a temporary directory renamed into place (never half-written):
    ``posterior.nc`` (DataTree: posterior, sample_stats, log_likelihood), ``groups.csv``,
    ``summary.csv``, ``fit.json`` and with ``--plots`` ``pip.png``, ``funnel.png``,
-   ``outcome.png``.
+   ``outcome.png``, ``trace.png`` and ``rank.png`` (the hyperparameters' chains).
 
 ``simstudy compare DIR1 DIR2 ...`` reads ``posterior.nc`` from each directory and prints the
 PSIS-LOO comparison (:func:`simstudy.realdata.compare.compare_fits`).
@@ -140,6 +140,67 @@ def _fail(message: str, code: int = 2):
     raise typer.Exit(code=code)
 
 
+def within_between(df: pd.DataFrame, spec: str, location: str) -> pd.DataFrame:
+    """``--within-between COLUMN:NEW``: ivd's centring of ``COLUMN`` within the grouping factor of
+    the ``location`` formula (:func:`simstudy.datasets.add_saeb_predictors` with
+    ``grand_mean="students"``): ``COLUMN`` becomes each row's deviation from its group mean
+    (within), ``NEW`` the group means centred on the grand mean over rows (between), and
+    ``COLUMN_raw`` keeps the original. Raises :class:`FitInputError`."""
+    from ..datasets import add_saeb_predictors
+    from .formula import parse_formula
+
+    column, sep, between = (part.strip() for part in str(spec).partition(":"))
+    if not sep or not column or not between or column == between:
+        raise FitInputError(f"--within-between {spec!r}: write COLUMN:NEW, e.g. student_ses:school_ses (COLUMN is "
+                            "centred within groups, NEW gets the centred group means)")
+    groups = parse_formula(location, "location").grouping_factors
+    if len(groups) != 1:
+        raise FitInputError(f"--within-between needs exactly one grouping factor in the location formula, "
+                            f"found {len(groups)} ({', '.join(groups) or 'none'})")
+    if column not in df.columns:
+        raise FitInputError(f"--within-between: no column {column!r} in the data (columns: {', '.join(map(str, df.columns))})")
+    for name in (between, f"{column}_raw"):
+        if name in df.columns:
+            raise FitInputError(f"--within-between: the data already have a column {name!r}; pick another name")
+    if not _is_number_column(df[column]):
+        raise FitInputError(f"--within-between: column {column!r} is not numeric")
+    return add_saeb_predictors(df, group=groups[0], ses=column, grand_mean="students", between=between)
+
+
+def hlm_scale_formula(location: str, scale: str | None, group: str | None) -> str:
+    """The scale formula of ``simstudy hlm``, which uses it only for the grouping factor:
+    ``scale`` as given; else ``~ 1 + (1 | GROUP)`` for ``--group`` or, without it, for the
+    location formula's single grouping factor. Raises :class:`FitInputError`."""
+    from .formula import FormulaError, parse_formula
+
+    if scale:
+        if group:
+            try:
+                named = parse_formula(scale, "scale").grouping_factors
+            except FormulaError:
+                named = [group]  # the formula's own error comes later, with its context
+            if named != [group]:
+                raise FitInputError(f"--group {group} but the scale formula groups by {', '.join(named) or 'nothing'}; "
+                                    "give one of them (--scale is needed only to name the grouping factor)")
+        return scale
+    if not group:
+        try:
+            groups = parse_formula(location, "location").grouping_factors
+        except FormulaError as exc:
+            raise FitInputError(str(exc)) from None
+        if len(groups) != 1:
+            raise FitInputError("name the grouping factor: --group NAME (or --scale \"~ (1 | NAME)\"); the location "
+                                f"formula has {len(groups)} grouping factors ({', '.join(groups) or 'none'})")
+        group = groups[0]
+    if not str(group).isidentifier():
+        raise FitInputError(f"--group {group!r}: not a column name a formula can use")
+    return f"~ 1 + (1 | {group})"
+
+
+def _is_number_column(series: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series)
+
+
 def _check_chain_method(chain_method: str, chains: int) -> None:
     """``--chain-method``: auto, parallel or sequential (raises :class:`FitInputError`)."""
     from ..model.chains import chain_workers
@@ -170,6 +231,8 @@ def fit_command(
     console=None,
     max_extensions: int = 2,
     chain_method: str = "auto",
+    target_accept: float = 0.8,
+    within_between_spec: str | None = None,
 ):
     """``simstudy fit``: validate everything, fit, print the summary, write ``--out``.
 
@@ -190,7 +253,7 @@ def fit_command(
         threshold = _check_threshold(threshold)
         priors = make_priors(pi=pi, scale_sd=scale_sd, location_sd=location_sd)
         try:
-            MCMCSettings(chains, warmup, draws)
+            MCMCSettings(chains, warmup, draws, target_accept=target_accept)
         except ValueError as exc:
             raise FitInputError(f"MCMC settings: {exc}") from None
         _check_chain_method(chain_method, chains)
@@ -199,6 +262,8 @@ def fit_command(
         if out is not None:
             out = check_out_dir(out)
         df = read_csv_checked(data)
+        if within_between_spec:
+            df = within_between(df, within_between_spec, location)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             mdata = melsm_data_from_formulas(df, location, scale, dropna=dropna)
@@ -224,7 +289,7 @@ def fit_command(
     try:
         with fitting_progress(progress, label=f"fitting {Path(data).name}") as report:
             result = fit_data(mdata, priors, chains=chains, warmup=warmup, draws=draws, seed=seed, progress=report,
-                              max_extensions=max_extensions, chain_method=chain_method)
+                              max_extensions=max_extensions, chain_method=chain_method, target_accept=target_accept)
         t_ll = time.perf_counter()
         result.add_log_likelihood()
         loo = loo_of(result)
@@ -242,7 +307,8 @@ def fit_command(
             paths = write_fit_dir(
                 result, out, threshold=threshold, plots=plots, loo=loo, waic=waic, data_file=data,
                 extra={"timings_s": {"compile": result.compile_s, "sampling": result.sample_s, "loo_waic": ic_s,
-                                     "total": time.perf_counter() - t0}, "dropna": dropna},
+                                     "total": time.perf_counter() - t0}, "dropna": dropna,
+                       "within_between": within_between_spec},
             )
         except OSError as exc:  # full disk (DiskFullError), permissions, ...: one line, exit 1
             from ..fsutil import DiskFullError

@@ -134,7 +134,7 @@ def write_fit_dir(fit, out, *, threshold: float = 0.75, plots: bool = False, loo
 
     Files: ``posterior.nc`` (DataTree with ``posterior``, ``sample_stats`` and
     ``log_likelihood``), ``groups.csv``, ``summary.csv``, ``fit.json`` and, with ``plots``,
-    ``pip.png``, ``funnel.png``, ``outcome.png``. Returns name -> final path.
+    ``pip.png``, ``funnel.png``, ``outcome.png``, ``trace.png``, ``rank.png``. Returns name -> final path.
     """
     from ..fsutil import check_free_space
 
@@ -142,7 +142,7 @@ def write_fit_dir(fit, out, *, threshold: float = 0.75, plots: bool = False, loo
     parent = out.absolute().parent
     parent.mkdir(parents=True, exist_ok=True)
     fit.add_log_likelihood()
-    need = posterior_nc_bytes(fit) + (3 << 20 if plots else 0) + (1 << 20)
+    need = posterior_nc_bytes(fit) + (5 << 20 if plots else 0) + (1 << 20)
     # before anything is written: a write that fills the disk can crash h5py instead of raising
     check_free_space(parent, need, f"posterior.nc to {out}")
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
@@ -154,7 +154,11 @@ def write_fit_dir(fit, out, *, threshold: float = 0.75, plots: bool = False, loo
         written["posterior"] = "posterior.nc"
         current = "groups.csv, summary.csv"
         # labels a spreadsheet would run as formulas get a leading quote (csvsafe)
-        spreadsheet_safe(groups_csv_table(fit, threshold)).to_csv(tmp / "groups.csv", index=False)
+        groups = groups_csv_table(fit, threshold)
+        name = str(fit.data.group_name or "group")
+        if name not in groups.columns:  # the data's own name for the grouping column (e.g. school_id)
+            groups = groups.rename(columns={"group": name})
+        spreadsheet_safe(groups).to_csv(tmp / "groups.csv", index=False)
         written["groups"] = "groups.csv"
         spreadsheet_safe(_summary_csv_table(fit)).to_csv(tmp / "summary.csv")
         written["summary"] = "summary.csv"
@@ -164,6 +168,11 @@ def write_fit_dir(fit, out, *, threshold: float = 0.75, plots: bool = False, loo
             current = "the plots"
             for name, path in save_fit_plots(fit, tmp, threshold).items():
                 written[name] = path.name
+            if hasattr(fit, "tree"):  # sampler diagnostics of the hyperparameters
+                from .plots import save_trace_rank
+
+                for name, path in save_trace_rank(fit, tmp).items():
+                    written[name] = path.name
         current = "fit.json"
         info = fit_info(fit, threshold=threshold, loo=loo, waic=waic, data_file=data_file, extra=extra)
         info["files"] = sorted(written.values()) + ["fit.json"]

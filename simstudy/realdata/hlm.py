@@ -20,13 +20,22 @@ from rich.markup import escape
 __all__ = ["hlm_groups", "join_fit", "agreement", "plot_pip_vs_z", "hlm_command"]
 
 AGREEMENT = ("both", "SS-MELSM only", "HLM only", "neither")
-#: the flag columns of the groups table, one per HLM rule
-RULES = ("hlm", "hlm_qq", "hlm_z_flag", "hlm_bh")
+#: the flag columns of the groups table, one per HLM rule; ``hlm_qq`` (the rule that reproduces
+#: the published HLM) first: the default of the agreement table and the figure
+RULES = ("hlm_qq", "hlm_z", "hlm_bh", "hlm")
+#: what each rule column means, in the words the output and the figure use
+RULE_LABELS = {
+    "hlm_qq": "QQ envelope around the quartile line, the published HLM",
+    "hlm_z": "|Z| > 1.96",
+    "hlm_bh": "Benjamini-Hochberg 5%",
+    "hlm": "identity-line envelope",
+}
 
 
 def hlm_groups(mdata, seed: int = 0):
-    """``(table, result)``: one row per group (``group, n, hlm_sd, hlm_d, hlm_z, hlm, hlm_qq,
-    hlm_z_flag, hlm_bh``) and the :class:`~simstudy.methods.hlm.HLMResult`."""
+    """``(table, result)``: one row per group (``group, n, hlm_sd, hlm_d, z`` and one flag column per
+    rule, named as the rule: ``hlm, hlm_qq, hlm_z, hlm_bh``) and the :class:`~simstudy.methods.hlm.HLMResult`.
+    The grouping column is ``group`` here; :func:`hlm_command` writes it under the data's own name."""
     from ..methods.hlm import hlm
 
     res = hlm(mdata, seed)
@@ -35,10 +44,10 @@ def hlm_groups(mdata, seed: int = 0):
         "n": res.n.astype(int),
         "hlm_sd": res.s,
         "hlm_d": res.d,
-        "hlm_z": res.z,
+        "z": res.z,  # the Z of the group's log residual SD (the rule hlm_z flags |z| > 1.96)
         "hlm": res.flags["hlm"],
         "hlm_qq": res.flags["hlm_qq"],
-        "hlm_z_flag": res.flags["hlm_z"],
+        "hlm_z": res.flags["hlm_z"],
         "hlm_bh": res.flags["hlm_bh"],
     })
     return table, res
@@ -49,6 +58,8 @@ def join_fit(table: pd.DataFrame, groups_csv, threshold: float = 0.75) -> pd.Dat
     from .csvsafe import unescape_label
 
     fit = pd.read_csv(groups_csv)
+    if "group" not in fit.columns and len(fit.columns):  # groups.csv names it as the data do (e.g. school_id)
+        fit = fit.rename(columns={fit.columns[0]: "group"})
     if "pip" not in fit.columns:
         raise ValueError(f"{groups_csv}: no 'pip' column (one scale random effect is needed)")
     fit = fit[["group", "pip"]].assign(group=lambda f: f["group"].map(unescape_label).astype(str))
@@ -60,30 +71,36 @@ def join_fit(table: pd.DataFrame, groups_csv, threshold: float = 0.75) -> pd.Dat
     return out
 
 
-def agreement(table: pd.DataFrame, rule: str = "hlm") -> pd.DataFrame:
+def agreement(table: pd.DataFrame, rule: str = "hlm_qq") -> pd.DataFrame:
     """Counts of groups flagged by both, the SS-MELSM only, the HLM (``rule`` column) only, neither."""
     a, b = table["ss_melsm"].astype(bool), table[rule].astype(bool)
     counts = [int((a & b).sum()), int((a & ~b).sum()), int((~a & b).sum()), int((~a & ~b).sum())]
     return pd.DataFrame({"agreement": AGREEMENT, "groups": counts})
 
 
-def plot_pip_vs_z(table: pd.DataFrame, threshold: float = 0.75, z_crit: float = 1.959963984540054):
+def plot_pip_vs_z(table: pd.DataFrame, threshold: float = 0.75, z_crit: float = 1.959963984540054,
+                  rule: str = "hlm_qq"):
     """PIP (y) against the HLM's Z (x) per group; shaded: PIP >= threshold (SS-MELSM flags) and
-    |Z| > z_crit (the |Z| rule); points marked by the envelope rule's flag."""
+    |Z| > z_crit (the |Z| rule); points marked by ``rule``'s flag (default ``hlm_qq``, the QQ
+    envelope around the quartile line that reproduces the published HLM; ``hlm`` is labelled
+    as the identity-line envelope it is)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4.2), layout="constrained")
-    z, pip = table["hlm_z"].to_numpy(float), table["pip"].to_numpy(float)
+    # "z" (tables before issue 23 named it "hlm_z", now the |Z| rule's flag column)
+    z = table["z" if "z" in table else "hlm_z"].to_numpy(float)
+    pip = table["pip"].to_numpy(float)
     lim = max(3.0, float(np.nanmax(np.abs(z))) * 1.05 if np.isfinite(z).any() else 3.0)
     ax.axhspan(threshold, 1.02, color="tab:red", alpha=0.08, lw=0, label=f"SS-MELSM flags (PIP ≥ {threshold:g})")
     ax.axvspan(-lim, -z_crit, color="tab:blue", alpha=0.08, lw=0, label="|Z| > 1.96")
     ax.axvspan(z_crit, lim, color="tab:blue", alpha=0.08, lw=0)
-    env = table["hlm"].astype(bool).to_numpy()
-    ax.scatter(z[~env], pip[~env], s=12, color="0.4", alpha=0.7, label="inside the QQ envelope")
-    ax.scatter(z[env], pip[env], s=22, color="tab:blue", marker="D", label="HLM flag (QQ envelope)")
+    env = table[rule].astype(bool).to_numpy()
+    what = RULE_LABELS.get(rule, rule)
+    ax.scatter(z[~env], pip[~env], s=12, color="0.4", alpha=0.7, label=f"not flagged by {rule} ({what})")
+    ax.scatter(z[env], pip[env], s=22, color="tab:blue", marker="D", label=f"HLM flag: {rule} ({what})")
     ax.set_xlim(-lim, lim)
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("two-stage HLM: Z of the group's log residual SD")
@@ -150,25 +167,27 @@ def hlm_command(data, *, location: str, scale: str, fit_dir=None, threshold: flo
                   f"(n >= 2); meta-analysis tau^2 = {res.tau2:.4g}; homogeneity H = {res.H:.1f} "
                   f"on {res.H_df} df, p = {res.H_p:.3g}", highlight=False)
     flagged = table[table[list(RULES)].any(axis=1) | table.get("ss_melsm", False)]
-    shown = [c for c in ("group", "n", "hlm_z", *RULES, "pip", "ss_melsm") if c in flagged]
+    shown = [c for c in ("group", "n", "z", *RULES, "pip", "ss_melsm") if c in flagged]
     flagged = flagged[shown]
     t = Table(title="groups flagged by any rule (all columns: --out DIR/hlm_groups.csv)")
     for c in flagged.columns:
         t.add_column(c, justify="left" if c == "group" else "right")
-    for _, r in flagged.sort_values("hlm_z", key=np.abs, ascending=False).iterrows():
+    for _, r in flagged.sort_values("z", key=np.abs, ascending=False).iterrows():
         t.add_row(*[f"{v:.3f}" if isinstance(v, float) else escape(str(v)) for v in r.tolist()])  # labels: not markup
     console.print(t)
     if "ss_melsm" in table:
         for rule in RULES:
             agr = agreement(table, rule)
-            console.print(f"agreement with {rule}: " + ", ".join(f"{a} {n}" for a, n in agr.itertuples(index=False)),
+            console.print(f"agreement with {rule} ({RULE_LABELS[rule]}): " + ", ".join(f"{a} {n}" for a, n in agr.itertuples(index=False)),
                           highlight=False)
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         from .csvsafe import spreadsheet_safe  # group labels a spreadsheet would run get a leading quote
 
-        spreadsheet_safe(table).to_csv(out / "hlm_groups.csv", index=False)
+        name = str(mdata.group_name or "group")  # the data's own name for the grouping column
+        written = table if name in table.columns else table.rename(columns={"group": name})
+        spreadsheet_safe(written).to_csv(out / "hlm_groups.csv", index=False)
         if "ss_melsm" in table:
             pd.concat([agreement(table, r).assign(rule=r) for r in RULES]).to_csv(
                 out / "agreement.csv", index=False)

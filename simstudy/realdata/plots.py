@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -27,6 +28,9 @@ __all__ = [
     "outcome_plot",
     "save_figure",
     "save_fit_plots",
+    "trace_plot",
+    "rank_plot",
+    "save_trace_rank",
     "pip_columns",
     "PLOTS",
 ]
@@ -222,3 +226,89 @@ def save_fit_plots(fit_or_table, out_dir, threshold: float = 0.75, *, title: str
     table = _table(fit_or_table, threshold)
     return {name: save_figure(make(table, threshold, title=title), Path(out_dir) / f"{name}.png", dpi=dpi)
             for name, make in PLOTS.items()}
+
+
+# ============================================================================ sampler diagnostics
+def hyper_draws(fit, max_params: int = 16) -> dict[str, np.ndarray]:
+    """The hyperparameters' draws (fixed effects, random-effect SDs and correlations, pi) as
+    ``{"tau[scale:Intercept]": (chain, draw) array}``, at most ``max_params`` of them (constant
+    entries, such as a correlation matrix's diagonal, left out)."""
+    from ..model.diagnostics import HYPER_VARS
+
+    post = fit.posterior
+    out: dict[str, np.ndarray] = {}
+    for var in HYPER_VARS:
+        if var not in post:
+            continue
+        da = post[var].transpose("chain", "draw", ...)
+        extra = [d for d in da.dims if d not in ("chain", "draw")]
+        flat = da.values.reshape(da.sizes["chain"], da.sizes["draw"], -1)
+        idx = list(np.ndindex(*[da.sizes[d] for d in extra])) if extra else [()]
+        for k, ii in enumerate(idx):
+            x = flat[:, :, k]
+            if var == "corr" and len(ii) == 2 and ii[0] >= ii[1]:
+                continue  # a correlation matrix: each pair once (upper triangle), no diagonal
+            if not np.isfinite(x).any() or np.nanstd(x) < 1e-9:
+                continue
+            parts = [str(da[d].values[i]) if d in da.coords else str(i) for d, i in zip(extra, ii)]
+            out[f"{var}[{', '.join(parts)}]" if parts else var] = np.asarray(x, float)
+            if len(out) >= max_params:
+                return out
+    return out
+
+
+def _param_grid(n: int, ncols: int, title: str):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    nrows = max(1, -(-n // ncols))
+    fig = Figure(figsize=(3.2 * ncols, 1.9 * nrows + 0.8), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    fig.suptitle(title, fontsize=10)
+    return fig, list(axes.flat[:n])
+
+
+def trace_plot(fit, max_params: int = 16) -> Figure:
+    """Trace of each hyperparameter: draws against iteration, one line per chain."""
+    draws = hyper_draws(fit, max_params)
+    fig, axes = _param_grid(len(draws), 3, "Trace plots of the hyperparameters (one colour per chain)")
+    colors = matplotlib.colormaps["tab10"]
+    for ax, (name, x) in zip(axes, draws.items()):
+        for c in range(x.shape[0]):
+            ax.plot(np.arange(x.shape[1]), x[c], color=colors(c % 10), lw=0.6, alpha=0.8, label=f"chain {c}")
+        ax.set_title(name, fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.set_xlabel("draw", fontsize=7)
+    return fig
+
+
+def rank_plot(fit, max_params: int = 16, bins: int = 20) -> Figure:
+    """Rank plot of each hyperparameter (Vehtari et al. 2021): the ranks of all draws pooled
+    over chains, one histogram per chain; well-mixed chains give flat, overlapping histograms
+    around the dashed line (draws per chain / bins)."""
+    from scipy.stats import rankdata
+
+    draws = hyper_draws(fit, max_params)
+    fig, axes = _param_grid(len(draws), 3, "Rank plots of the hyperparameters (flat = chains mix well)")
+    colors = matplotlib.colormaps["tab10"]
+    for ax, (name, x) in zip(axes, draws.items()):
+        ranks = rankdata(x.ravel()).reshape(x.shape)
+        edges = np.linspace(0.5, x.size + 0.5, bins + 1)
+        for c in range(x.shape[0]):
+            counts, _ = np.histogram(ranks[c], edges)
+            ax.stairs(counts, edges, color=colors(c % 10), lw=1.1, label=f"chain {c}")
+        ax.axhline(x.shape[1] / bins, color="0.4", ls="--", lw=0.8)
+        ax.set_title(name, fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.set_xlabel("rank (all chains)", fontsize=7)
+    return fig
+
+
+def save_trace_rank(fit, out_dir, dpi: int = 150) -> dict[str, Path]:
+    """Write ``trace.png`` and ``rank.png`` (the hyperparameters of a fit) into ``out_dir``."""
+    out = {}
+    for name, make in (("trace", trace_plot), ("rank", rank_plot)):
+        out[name] = save_figure(make(fit), Path(out_dir) / f"{name}.png", dpi=dpi)
+    return out

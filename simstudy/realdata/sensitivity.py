@@ -11,6 +11,7 @@ sampling time per setting. Writes
   and of pi (Beta settings), worst R-hat, smallest bulk ESS, divergences, timings;
 * ``pip_trajectories.png``/``.pdf``: PIP across settings, one line per group; groups whose
   flag depends on the prior are coloured and labelled;
+* ``flags_heatmap.png``/``.pdf``: groups x settings, PIP as colour, flagged cells marked;
 * ``psense.csv``: the power-scaling prior/likelihood sensitivity (Kallioinen et al. 2024,
   ``arviz_stats.psense_summary``) of the default fit's hyperparameters; the log prior is
   that of the hyperparameters the user sets (fixed effects, random-effect SDs, correlation,
@@ -163,6 +164,8 @@ def settings_table(fits: list, settings: list[SweepSetting], threshold: float = 
             "tau_t_mean": tau_t[0], "tau_t_q05": tau_t[1], "tau_t_q95": tau_t[2],
             "pi_mean": pi[0], "pi_q05": pi[1], "pi_q95": pi[2],
             "rhat_max": fit.rhat_max, "ess_bulk_min": fit.ess_bulk_min, "divergences": fit.divergences,
+            # the convergence rule of simstudy.model.diagnostics (as `simstudy fit` and the studies)
+            "converged": bool(fit.converged), "convergence": "" if fit.converged else fit.verdict.reason,
             "compile_s": fit.compile_s, "sample_s": fit.sample_s,
         })
     return pd.DataFrame(rows)
@@ -195,8 +198,13 @@ def summary_text(pips: pd.DataFrame, settings_df: pd.DataFrame, threshold: float
     lines.append("Flagged groups per setting:")
     for _, r in settings_df.iterrows():
         pi_post = "" if not math.isfinite(r["pi_mean"]) else f"; pi | y {r['pi_mean']:.3f} [{r['pi_q05']:.3f}, {r['pi_q95']:.3f}]"
-        lines.append(f"  {r['setting']}: {r['n_flagged']} flagged; tau_t {r['tau_t_mean']:.3f}{pi_post}; "
-                     f"max R-hat {r['rhat_max']:.3f}")
+        bad = "converged" in r and not bool(r["converged"])
+        lines.append(f"{'! ' if bad else '  '}{r['setting']}: {r['n_flagged']} flagged; tau_t {r['tau_t_mean']:.3f}"
+                     f"{pi_post}; max R-hat {r['rhat_max']:.3f}" + (f"  NOT CONVERGED ({r['convergence']})" if bad else ""))
+    n_bad = int((~settings_df["converged"].astype(bool)).sum()) if "converged" in settings_df else 0
+    if n_bad:
+        lines.append(f"! {n_bad} setting(s) fail the convergence rule: their PIPs and flags are not reliable; rerun "
+                     "with more --draws, --max-extensions or a higher --target-accept.")
     if psense is not None and len(psense):
         lines.append("")
         lines.append(f"Power-scaling sensitivity of the default fit ({default_label}), arviz_stats.psense_summary:")
@@ -288,16 +296,61 @@ def plot_trajectories(pips: pd.DataFrame, out_base: Path, threshold: float = 0.7
     return paths
 
 
+def plot_flags_heatmap(pips: pd.DataFrame, threshold: float = 0.75, max_groups: int = 60):
+    """Groups (rows) x prior settings (columns): colour = PIP (first scale effect), a white
+    dot where the group is flagged (PIP >= threshold). Rows: groups flagged under every setting,
+    then those whose flag depends on the prior, then the rest, each by mean PIP (highest first);
+    with more than ``max_groups`` groups, groups never flagged are left out (the title says how
+    many). Returns the Figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    effect = pips["effect"].iloc[0]
+    d = pips[pips["effect"] == effect]
+    order = list(dict.fromkeys(d["setting"]))
+    groups = list(dict.fromkeys(d["group"]))
+    wide = d.pivot(index="group", columns="setting", values="pip").reindex(index=groups, columns=order)
+    flags = wide >= threshold
+    st = flag_stability(d)
+    rank = {g: 0 for g in st["always"]} | {g: 1 for g in st["depends"]}
+    mean = wide.mean(axis=1)
+    rows = sorted(groups, key=lambda g: (rank.get(g, 2), -mean[g]))
+    omitted = 0
+    if len(rows) > max_groups:
+        shown = [g for g in rows if rank.get(g, 2) < 2]
+        rest = [g for g in rows if rank.get(g, 2) == 2][: max(0, max_groups - len(shown))]
+        omitted = len(rows) - len(shown) - len(rest)
+        rows = shown + rest
+    wide, flags = wide.loc[rows], flags.loc[rows]
+    h = max(2.6, 0.22 * len(rows) + 1.8)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(order) + 3.0), h), layout="constrained")
+    im = ax.imshow(wide.to_numpy(float), aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest")
+    yy, xx = np.nonzero(flags.to_numpy())
+    ax.scatter(xx, yy, s=18, color="white", edgecolors="black", linewidths=0.5, label=f"flagged (PIP ≥ {threshold:g})")
+    ax.set_xticks(np.arange(len(order)), [s.replace(", scale_sd=", "\n") for s in order], fontsize=7)
+    ax.set_yticks(np.arange(len(rows)), [str(g) for g in rows], fontsize=7 if len(rows) > 30 else 8)
+    ax.set_xlabel("prior setting")
+    ax.set_ylabel("group")
+    fig.colorbar(im, ax=ax, label="PIP" if effect == "Intercept" else f"PIP ({effect})", shrink=0.8)
+    note = f"; {omitted} group(s) never flagged not shown" if omitted else ""
+    ax.set_title(f"Flags across prior settings: {len(st['always'])} flagged under every setting, "
+                 f"{len(st['depends'])} depend on the prior{note}\nwhite dots: flagged (PIP ≥ {threshold:g})",
+                 fontsize=9)
+    return fig
+
+
 # ============================================================================ the whole job
 def run_sensitivity(data, settings: list[SweepSetting], out, *, threshold: float = 0.75, default: int = 0,
                     psense: bool = True, chains=4, warmup=1000, draws=1000, seed=0, progress=None,
-                    chain_method: str = "auto") -> dict:
+                    chain_method: str = "auto", **fit_kwargs) -> dict:
     """Fit every setting, write the tables, figure and summary to ``out``; returns the
     tables and paths."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     fits = run_sweep(data, settings, chains=chains, warmup=warmup, draws=draws, seed=seed, progress=progress,
-                     chain_method=chain_method)
+                     chain_method=chain_method, **fit_kwargs)  # e.g. target_accept, max_extensions
     pips = pip_table(fits, settings, threshold)
     table = settings_table(fits, settings, threshold)
     ps = psense_table(fits[default], seed) if psense else None
@@ -313,12 +366,21 @@ def run_sensitivity(data, settings: list[SweepSetting], out, *, threshold: float
     paths["summary"].write_text(text)
     png, pdf = plot_trajectories(pips, out / "pip_trajectories", threshold)
     paths.update(figure=png, figure_pdf=pdf)
+    import matplotlib.pyplot as plt
+
+    heat = plot_flags_heatmap(pips, threshold)
+    for ext in ("png", "pdf"):
+        paths[f"heatmap_{ext}"] = out / f"flags_heatmap.{ext}"
+        heat.savefig(paths[f"heatmap_{ext}"], dpi=150)
+    plt.close(heat)
     return {"fits": fits, "pips": pips, "settings": table, "psense": ps, "summary": text, "paths": paths}
 
 
 def sensitivity_command(data_file, *, location: str, scale: str, pi: str | None, scale_sd: str | None, out,
                         threshold: float = 0.75, chains=4, warmup=1000, draws=1000, seed=0, dropna=False,
-                        psense: bool = True, progress: bool = True, console=None, chain_method: str = "auto") -> dict:
+                        psense: bool = True, progress: bool = True, console=None, chain_method: str = "auto",
+                        location_sd: str = "half_t(3, 1)", target_accept: float = 0.8,
+                        max_extensions: int = 0) -> dict:
     """``simstudy sensitivity``: validate every input (exit 2 with one message), then sweep."""
     import warnings
 
@@ -335,10 +397,13 @@ def sensitivity_command(data_file, *, location: str, scale: str, pi: str | None,
         pis = parse_pi_levels(pi) if pi else []
         sds = parse_sd_levels(scale_sd) if scale_sd else []
         try:
-            MCMCSettings(chains, warmup, draws)
+            MCMCSettings(chains, warmup, draws, target_accept=target_accept)
         except ValueError as exc:
             raise FitInputError(f"MCMC settings: {exc}") from None
         _check_chain_method(chain_method, chains)
+        if isinstance(max_extensions, bool) or not isinstance(max_extensions, int) or max_extensions < 0:
+            raise FitInputError(f"--max-extensions must be an integer >= 0, got {max_extensions!r}")
+        base = Priors().replace(location_sd=SDPrior.parse(location_sd))
         if out is None:
             raise FitInputError("--out DIR is required (pips.csv, settings.csv, the figure and summary go there)")
         df = read_csv_checked(data_file)
@@ -347,7 +412,6 @@ def sensitivity_command(data_file, *, location: str, scale: str, pi: str | None,
             data = melsm_data_from_formulas(df, location, scale, dropna=dropna)
     except (FitInputError, FormulaError, PriorError, DataError) as exc:
         _fail(str(exc))
-    base = Priors()
     settings = sweep_settings(base, pis, sds)
     default = default_index(settings, base)
 
@@ -365,7 +429,8 @@ def sensitivity_command(data_file, *, location: str, scale: str, pi: str | None,
     with bar:
         result = run_sensitivity(data, settings, out, threshold=threshold, default=default, psense=psense,
                                  chains=chains, warmup=warmup, draws=draws, seed=seed, progress=report,
-                                 chain_method=chain_method)
+                                 chain_method=chain_method, target_accept=target_accept,
+                                 max_extensions=max_extensions)
     print(result["summary"], end="")
     console.print(escape(f"wrote {', '.join(p.name for p in result['paths'].values())} to {out}"), highlight=False)
     return result

@@ -24,7 +24,7 @@ Top level::
                                                      a list means "any of")
     [[extra]]     setting = value, ...              (add one explicit cell)
 
-    methods = ["ss_melsm", "hlm"]   # optional, top level (before any [section]): the methods run on every data set
+    methods = ["ss_melsm", "hlm_qq"]  # optional, top level (before any [section]): the methods run on every data set
                                     # (simstudy.methods.METHODS; default ["ss_melsm"]); a design
                                     # without "ss_melsm" runs no MCMC
 
@@ -287,7 +287,7 @@ class _Parser:
         if "methods" not in self.raw:
             return DEFAULT_METHODS
         v = self.raw["methods"]
-        example = 'methods = ["ss_melsm", "hlm"]'
+        example = 'methods = ["ss_melsm", "hlm_qq"]'
         if not isinstance(v, list) or not v:
             self.bad(f"methods: {v!r} must be a non-empty list of method names, e.g. {example} "
                      f"(known: {', '.join(METHODS)})")

@@ -53,12 +53,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from simstudy.model.data import MelsmData
 
-from .generate import GeneratorSpec, Truth, _group_effects, _streams, draw_group_sizes, uniform_bounds
+from .generate_base import Truth, _group_effects, _streams, draw_group_sizes, uniform_bounds
+
+if TYPE_CHECKING:  # annotations only: generate.py imports this module
+    from .generate import GeneratorSpec
 
 #: settings that only the longitudinal layout uses, with their (cross-sectional) defaults
 LONGITUDINAL_FIELDS = ("gamma1", "tau_u1", "rho_u01", "eta1", "phi", "dropout", "dropout_monotone",
@@ -67,7 +71,7 @@ LONGITUDINAL_FIELDS = ("gamma1", "tau_u1", "rho_u01", "eta1", "phi", "dropout", 
 
 def check_layout(spec: GeneratorSpec, need) -> None:
     """Validate the layout settings; ``need(ok, field, rule)`` raises naming the field."""
-    defaults = GeneratorSpec.__dataclass_fields__
+    defaults = type(spec).__dataclass_fields__  # GeneratorSpec's
     if spec.layout != "longitudinal":
         for name in LONGITUDINAL_FIELDS:
             need(getattr(spec, name) == defaults[name].default, name,

@@ -12,8 +12,19 @@ factor, or an extra cell, never changes the id, and therefore the seeds, of exis
 cells; adding a new factor changes every id (every cell's identity changes). An extra
 equal in settings to a grid cell gets the grid cell's id and is merged with it.
 
-Seeds: replicate ``r`` of cell ``c`` uses ``SeedSequence(seed, spawn_key=(c, r))``
-(:func:`replicate_seed`), independent of the number of workers, task order and block size.
+Seeds (paired designs)
+----------------------
+A cell's ``data_id`` is the same kind of hash of its *generator* settings only (every
+generator-namespace setting by design name, those in ``OMIT_AT_DEFAULT`` left out while at
+their default). Replicate ``r`` of cell ``c`` generates its data from
+``SeedSequence(seed, spawn_key=(c.data_id, r))`` (:func:`replicate_seed`), independent of
+the number of workers, task order and block size. So cells that differ only in model
+settings (pi, SD priors, ...) or MCMC settings fit *the same data sets* (common random
+numbers: setting-vs-setting differences are paired), and every method is scored on them.
+The comparators' seed derives from ``data_id`` too (they see only the data); the sampler's
+seed stays per cell (``simstudy.study.task.fit_seed``: ``spawn_key=(cell_id, r, ...)``).
+Stores written before data ids (store version 1) used ``spawn_key=(cell_id, r)``; they stay
+readable but are not extended or resumed (``simstudy.study.store``).
 
 Hash and comparison
 -------------------
@@ -58,11 +69,33 @@ def stable_id(values: dict[str, Any]) -> int:
     return int.from_bytes(digest[:8], "big") & _ID_MASK
 
 
-def replicate_seed(base_seed: int, cell_id: int, replicate: int) -> np.random.SeedSequence:
-    """The seed of one replicate: ``SeedSequence(base_seed, spawn_key=(cell_id, replicate))``."""
-    if base_seed < 0 or cell_id < 0 or replicate < 0:
-        raise ValueError("seed, cell id and replicate must be non-negative integers")
-    return np.random.SeedSequence(int(base_seed), spawn_key=(int(cell_id), int(replicate)))
+def replicate_seed(base_seed: int, data_id: "int | Cell", replicate: int) -> np.random.SeedSequence:
+    """The data seed of one replicate: ``SeedSequence(base_seed, spawn_key=(data_id, replicate))``.
+
+    THE function deriving a replicate's data seed (the runner's tasks and ``Cell.seed`` use
+    it). ``data_id`` is a cell's :attr:`Cell.data_id` (hash of its generator settings only,
+    so cells differing in model settings share data sets), or the :class:`Cell` itself.
+    Pass a data id, not a ``cell_id``: ``cell_id`` seeded data only in version-1 stores."""
+    if isinstance(data_id, Cell):
+        data_id = data_id.data_id
+    if base_seed < 0 or data_id < 0 or replicate < 0:
+        raise ValueError("seed, data id and replicate must be non-negative integers")
+    return np.random.SeedSequence(int(base_seed), spawn_key=(int(data_id), int(replicate)))
+
+
+def data_id_of(generator: dict[str, Any]) -> int:
+    """The data id of a cell's complete generator settings (GeneratorSpec keywords): the
+    :func:`stable_id` of every generator setting by design name, settings in
+    ``OMIT_AT_DEFAULT`` left out while at their default (so adding one keeps data ids)."""
+    record = {}
+    for s in SETTINGS.values():
+        if s.namespace != _G:
+            continue
+        v = generator[s.field]
+        if s.name in OMIT_AT_DEFAULT and v == s.default:
+            continue
+        record[s.name] = v
+    return stable_id({"generator": record})
 
 
 @dataclass(frozen=True, eq=True)
@@ -108,8 +141,15 @@ class Cell:
 
         return Priors(**self.model)
 
+    @property
+    def data_id(self) -> int:
+        """Hash of the generator settings only (:func:`data_id_of`): cells with equal data ids
+        fit the same data sets."""
+        return data_id_of(self.generator)
+
     def seed(self, base_seed: int, replicate: int) -> np.random.SeedSequence:
-        return replicate_seed(base_seed, self.cell_id, replicate)
+        """The data seed of ``replicate`` (:func:`replicate_seed` of the cell's data id)."""
+        return replicate_seed(base_seed, self.data_id, replicate)
 
 
 @dataclass(frozen=True)
@@ -131,7 +171,7 @@ class Task:
         return f"{self.cell.cell_id}:{self.replicates[0]}-{self.replicates[-1]}"
 
     def seed_sequences(self) -> list[np.random.SeedSequence]:
-        return [replicate_seed(self.seed, self.cell.cell_id, r) for r in self.replicates]
+        return [replicate_seed(self.seed, self.cell.data_id, r) for r in self.replicates]
 
 
 @dataclass(frozen=True)

@@ -190,14 +190,36 @@ class ShapeCost:
     measured_at: str = ""
     cached: bool = False  # read from the cache (False: measured for this plan)
 
-    def describe(self) -> str:
-        sh = self.shape
-        n = sh.get("group_size")
+    def describe(self, keys: tuple[str, ...] = ()) -> str:
+        """One line: the shape (:func:`shape_label`, ``keys`` the settings that tell the plan's
+        shapes apart) and its figures."""
         where = "cached" if self.cached else "measured now"
-        return (f"J={sh.get('n_groups')} n={n} ({sh.get('path').replace('_', '-')}): "
+        return (f"{shape_label(self.shape, keys)}: "
                 f"{1e3 * self.sample_s_per_iter:.3g} ms per chain-iteration, compile {self.compile_s:.1f} s, "
                 f"result {1e3 * self.post_s:.0f} ms, generate {1e3 * self.generate_s:.0f} ms, "
                 f"hlm {1e3 * self.hlm_s:.0f} ms, score {1e3 * self.score_s:.0f} ms [{where} {self.measured_at}]")
+
+
+#: shape settings besides J and n that can tell two calibration shapes apart (their cost classes)
+_LABEL_KEYS = ("beta_pi", "size_dist", "size_min", "size_max", "covariates", "correlated", "layout",
+               "location_random_slope", "scale_time", "target_accept", "max_tree_depth")
+
+
+def distinguishing_keys(shapes) -> tuple[str, ...]:
+    """The settings of :data:`_LABEL_KEYS` whose values differ among ``shapes`` (dicts)."""
+    shapes = list(shapes)
+    return tuple(k for k in _LABEL_KEYS if len({repr(sh.get(k)) for sh in shapes}) > 1)
+
+
+def shape_label(shape: dict, keys: tuple[str, ...] = ()) -> str:
+    """``J=30 n=20 (sufficient)``, with ``keys`` added (``pi ~ Beta`` for ``beta_pi``), so that
+    shapes of one plan that differ in more than J and n are told apart."""
+    extra = []
+    for k in keys:
+        v = shape.get(k)
+        extra.append(("pi ~ Beta" if v else "pi fixed") if k == "beta_pi" else f"{k}={v}")
+    path = str(shape.get("path", "")).replace("_", "-")
+    return f"J={shape.get('n_groups')} n={shape.get('group_size')} ({'; '.join([path] + extra)})"
 
 
 def machine_info() -> dict:
@@ -534,6 +556,8 @@ def plan_design(design: Design, workers: int | None = None, *, cluster: str = "l
         wanted[cls] = [(c, sh, calibration_key(sh, machine, versions)) for c, sh in shapes]
 
     t_cal = time.perf_counter()
+    keys = distinguishing_keys(sh for picks in wanted.values() for _, sh, _ in picks)
+    todo = {k for picks in wanted.values() for _, _, k in picks if recalibrate or k not in entries}
     costs: dict[tuple, list[ShapeCost]] = {}
     uncalibrated, measured = [], 0
     dirty = False
@@ -543,7 +567,7 @@ def plan_design(design: Design, workers: int | None = None, *, cluster: str = "l
             entry = None if recalibrate else (_from_entry(entries[key]) if key in entries else None)
             if entry is None and calibrate and mcmc_on:
                 if progress is not None:
-                    progress(f"calibrating J={shape['n_groups']} n={shape['group_size']} ({shape['path']}): "
+                    progress(f"plan: calibrating shape {measured + 1}/{len(todo)}, {shape_label(shape, keys)}: "
                              f"{shape['cal_chains']} chain x ({shape['cal_warmup']} + {shape['cal_draws']}) iterations")
                 entry = measure_shape(cell, _calibration_settings(cell.mcmc), key, machine)
                 entries[key] = {k: v for k, v in asdict(entry).items() if k != "cached"}
@@ -553,7 +577,7 @@ def plan_design(design: Design, workers: int | None = None, *, cluster: str = "l
                 entry = _measure_comparators(cell, key, shape)
                 measured += 1
             if entry is None:
-                uncalibrated.append(f"J={shape['n_groups']} n={shape['group_size']} ({shape['path']})")
+                uncalibrated.append(shape_label(shape, keys))
             else:
                 costs[cls].append(entry)
     if dirty:
@@ -707,6 +731,7 @@ def format_plan(plan: Plan, brief: bool = False) -> str:
         made = (f"{plan.calibrated_now} measured now in {plan.calibration_s:.0f} s" if plan.calibrated_now
                 else "all cached")
         lines.append(f"  calibration ({made}; cache {plan.cache}):")
-        lines += [f"    {c.describe()}" for c in plan.calibration]
+        keys = distinguishing_keys(c.shape for c in plan.calibration)
+        lines += [f"    {c.describe(keys)}" for c in plan.calibration]
     lines += [f"  note: {n}" for n in plan.notes]
     return "\n".join(lines)

@@ -4,14 +4,15 @@
 the tasks still to do, starts or connects to a Dask cluster and runs them; rerunning it
 resumes. A task is one cell x one block of replicates (``design.tasks()``, grouped by
 shape so a worker compiles each shape once): on a worker, :func:`run_task` generates each
-replicate's data from ``replicate_seed(seed, cell_id, r)``, runs the design's comparator
+replicate's data from ``replicate_seed(seed, data_id, r)``, runs the design's comparator
 methods (:mod:`simstudy.methods`) on each data set, fits the block in one ``fit_batch``
 call (one per distinct data shape when group sizes are ragged; skipped, with JAX never
 imported, when the design's ``methods`` leave out ``ss_melsm``), scores every fit and
 region-writes the block, then marks it done. Every method sees the same data sets. A task that raises is stored as "failed" with its error text and the grid goes on.
 
-Determinism: data come from the replicate's ``SeedSequence(seed, spawn_key=(cell_id, r))``
-and the sampler from :func:`fit_seed` (``spawn_key=(cell_id, r, FIT_STREAM)``, a stream
+Determinism: data come from the replicate's ``SeedSequence(seed, spawn_key=(data_id, r))``
+(``data_id``: the hash of the cell's generator settings only, so every model setting fits the
+same data sets) and the sampler from :func:`fit_seed` (``spawn_key=(cell_id, r, FIT_STREAM)``, a stream
 that none of the generator's child streams can collide with); ``fit_batch`` results of a
 dataset do not depend on the other datasets of its batch. So the same design gives the
 same numbers on any number of workers, and an interrupted, resumed run gives exactly the

@@ -10,7 +10,9 @@ Layout
   ``ss_melsm`` only);
 * every cell-identifying setting of the design (its factors, then any other key an
   ``[[extra]]`` sets) is a plain coordinate along ``cell``, with ``cell_id`` (int64, the
-  design's stable id) and ``cell_label``; ``replicate`` and ``group`` are integer coordinates;
+  design's stable id), ``data_id`` (int64, the hash of the generator settings that seeds the
+  data: cells with equal data ids hold results on the same data sets; absent in version-1
+  stores) and ``cell_label``; ``replicate`` and ``group`` are integer coordinates;
 * data variables as listed in :data:`simstudy.study.scoring.SCHEMA` (per group: dims
   ``(cell, replicate, group)``, per fit: ``(cell, replicate)``), each with CF ``long_name``
   and ``units``, plus ``done`` ``(cell, replicate)``: the record is complete. It is written
@@ -93,7 +95,11 @@ __all__ = [
     "package_versions",
 ]
 
-STORE_VERSION = 1
+#: 2: data seeds from the cell's ``data_id`` (generator settings only; paired designs) and a
+#: ``data_id`` coordinate along ``cell``. 1: data seeds from the ``cell_id``. Stores of an older
+#: version stay readable (summarize, plot, report, status) but are never extended or resumed:
+#: their new replicates would come from other seeds than their old ones (:func:`_refuse_old_version`).
+STORE_VERSION = 2
 _DIMS = {"group": ("cell", "replicate", "group"), "fit": ("cell", "replicate"),
          "method_group": ("cell", "replicate", "method", "group"), "method": ("cell", "replicate", "method")}
 _DONE_ATTRS = {"long_name": "the record of this replicate is complete (written last, per task)", "units": ""}
@@ -206,7 +212,7 @@ def _template(design: Design, cells, schema: dict):
     G = max(int(c.get("n_groups")) for c in cells)
     methods = tuple(getattr(design, "methods", ("ss_melsm",)))
     M = len(methods)
-    reserved = set(schema) | {"done", "cell", "replicate", "group", "cell_id", "cell_label", "method"}
+    reserved = set(schema) | {"done", "cell", "replicate", "group", "cell_id", "cell_label", "data_id", "method"}
     coords: dict[str, Any] = {
         "replicate": ("replicate", np.arange(R, dtype=np.int64), {"long_name": "replicate (data set) index", "units": ""}),
         "group": ("group", np.arange(G, dtype=np.int64), {"long_name": "group index (padded to the largest J)", "units": ""}),
@@ -214,6 +220,9 @@ def _template(design: Design, cells, schema: dict):
                     {"long_name": "stable cell id (hash of the cell's identifying settings; seeds derive from it)",
                      "units": ""}),
         "cell_label": ("cell", np.array([c.label for c in cells], dtype=str), {"long_name": "cell label", "units": ""}),
+        "data_id": ("cell", np.array([c.data_id for c in cells], dtype=np.int64),
+                    {"long_name": "data id (hash of the cell's generator settings; data seeds derive from it, so "
+                                  "cells with equal data ids fit the same data sets)", "units": ""}),
     }
     if any(spec["dims"].startswith("method") for spec in schema.values()):
         coords["method"] = ("method", np.array(methods, dtype=str),
@@ -378,12 +387,39 @@ def _stored_design(path: Path, attrs: dict) -> Design:
         ) from None
 
 
+def store_version(attrs: dict) -> int:
+    """The store version of a store's attributes (1 for stores made before it was recorded)."""
+    try:
+        return int(attrs.get("simstudy_store_version", 1))
+    except (TypeError, ValueError):
+        return 1
+
+
+def _refuse_old_version(path: Path, attrs: dict) -> None:
+    """Raise :class:`StoreError` for a store of another version: this simstudy would run its
+    missing or new replicates from other data seeds than its stored ones (version 1 seeded
+    data from the cell id, version 2 from the data id), mixing two seed schemes in one store."""
+    version = store_version(attrs)
+    if version == STORE_VERSION:
+        return
+    why = ("its data sets were seeded from each cell's id, and this simstudy seeds them from the generator "
+           "settings only (paired designs: every model setting fits the same data sets)"
+           if version < STORE_VERSION else "it was written by a newer simstudy")
+    raise StoreError(
+        f"the results store {path} has store version {version}, this simstudy writes version {STORE_VERSION}: "
+        f"{why}, so it cannot resume or extend it without mixing two seed schemes. Its results stay readable "
+        "(status, summarize, plot, report). Write the design to a new store path (--store NEW.zarr), or resume "
+        "it with the simstudy version that made it."
+    )
+
+
 def _match_stored(path: Path, design: Design):
     """``(stored design, diff)`` of an existing store against ``design``; ``(None, None)`` when
     the store holds this design (the same hash, or a rewrite giving the same cells)."""
     attrs = _read_attrs(path)
     if "design_hash" not in attrs:
         raise StoreError(not_a_store_message(path, "design_hash"))
+    _refuse_old_version(path, attrs)
     if attrs["design_hash"] == design.hash:
         return None, None
     old = _stored_design(path, attrs)
@@ -645,7 +681,11 @@ def open_results(path: str | Path, **kwargs):
             raise StoreError(f"{path} is not a readable results store: {type(exc).__name__}: {exc}") from None
     if "design" not in ds.attrs or "cell" not in ds.dims:
         raise StoreError(not_a_store_message(path))
-    return ds
+    # the factor coordinates (and cell_id, cell_label, ...) are small: load them, so that
+    # ds.groupby("pi"), .sel and unstack_cells work (xarray refuses to group by a dask array)
+    lazy = {name: c.variable.compute() for name, c in ds.coords.items()
+            if name not in ds.indexes and c.dims == ("cell",)}
+    return ds.assign_coords(lazy) if lazy else ds
 
 
 def unstack_cells(ds, factors: list[str] | None = None):

@@ -2,10 +2,12 @@
 methods and the SS-MELSM on the same data sets, score and region-write the block.
 
 A task is one cell x one block of replicates. :func:`run_task` generates each replicate's
-data from ``replicate_seed(seed, cell_id, r)``, runs the design's comparator methods
-(:mod:`simstudy.methods`) with :func:`comparator_seed`, fits the block in one ``fit_batch``
+data from ``replicate_seed(seed, data_id, r)`` (the cell's data id: generator settings only,
+so cells differing only in model settings fit the same data sets), runs the design's comparator
+methods (:mod:`simstudy.methods`) with :func:`comparator_seed` (also from the data id: the
+comparators see only the data), fits the block in one ``fit_batch``
 call (:func:`fit_block`; skipped, with JAX never imported, when the design's ``methods``
-leave out ``ss_melsm``) with :func:`fit_seed`, scores every fit and writes the block, then
+leave out ``ss_melsm``) with :func:`fit_seed` (per *cell*: ``cell_id``), scores every fit and writes the block, then
 marks it done. It never raises for a failing fit or a failing write: the block is stored as
 failed. With a lease directory it first takes the task's lease (:mod:`simstudy.study.lock`).
 """
@@ -34,14 +36,18 @@ COMPARATOR_STREAM = 2**31 + 1
 
 # ----------------------------------------------------------------------------- seeds, env
 def fit_seed(base_seed: int, cell_id: int, replicate: int) -> np.random.SeedSequence:
-    """The sampler's seed of one replicate (a fresh object: ``fit_batch`` spawns from it)."""
+    """The sampler's seed of one replicate (a fresh object: ``fit_batch`` spawns from it).
+    Per cell (``cell_id``), not per data set: two model settings fit the same data with
+    their own sampler streams (the data ids' and cell ids' hashes never coincide in practice)."""
     return np.random.SeedSequence(int(base_seed), spawn_key=(int(cell_id), int(replicate), FIT_STREAM))
 
 
-def comparator_seed(base_seed: int, cell_id: int, replicate: int) -> np.random.SeedSequence:
+def comparator_seed(base_seed: int, data_id: int, replicate: int) -> np.random.SeedSequence:
     """The comparators' seed of one replicate (the HLM envelope's simulations): a stream of
-    the replicate's seed that neither the data nor the sampler use."""
-    return np.random.SeedSequence(int(base_seed), spawn_key=(int(cell_id), int(replicate), COMPARATOR_STREAM))
+    the replicate's data seed (``data_id``: :attr:`simstudy.study.grid.Cell.data_id`) that
+    neither the data nor the sampler use, so cells sharing data sets get the same comparator
+    results."""
+    return np.random.SeedSequence(int(base_seed), spawn_key=(int(data_id), int(replicate), COMPARATOR_STREAM))
 
 
 def run_comparators(data, methods, seed) -> tuple[object | None, str]:
@@ -191,10 +197,10 @@ def _run_task(task: Task, store_path: str, cell_index: int, n_groups_max: int) -
             # expected in simulations with ragged sizes (e.g. Saeb's one-student school);
             # printed by every worker for every replicate it would drown the progress output
             warnings.filterwarnings("ignore", message=r".*single observation")
-            generated = [generate(spec, replicate_seed(task.seed, task.cell.cell_id, r)) for r in reps]
+            generated = [generate(spec, replicate_seed(task.seed, task.cell.data_id, r)) for r in reps]
         generate_s = time.perf_counter() - t_gen
         # comparators first, on the very data sets the SS-MELSM gets next
-        compared = [run_comparators(data, methods, comparator_seed(task.seed, task.cell.cell_id, r))
+        compared = [run_comparators(data, methods, comparator_seed(task.seed, task.cell.data_id, r))
                     for (data, _), r in zip(generated, reps)]
         fits = [None] * len(reps)
         if "ss_melsm" in methods:  # a comparator-only design never starts JAX

@@ -165,6 +165,15 @@ RECIPES: list[Recipe] = [
                "--pi '0.1,0.25,0.5,0.75,beta(1,1)' --scale-sd 'half_t(3, 1),half_normal(0.25),half_cauchy(1)' "
                "--out sens/ --chains 2 --warmup 100 --draws 100",
            why="shorter chains", check=_files("sens/pips.csv", "sens/settings.csv")),
+    Recipe("simstudy datasets saeb", "realdata", check=_says("saeb.csv")),
+    Recipe("simstudy fit saeb --within-between student_ses:school_ses "
+           "--location \"math_proficiency ~ student_ses * school_ses + (1 | school_id)\" "
+           "--scale \"~ student_ses * school_ses + (1 | school_id)\" --out fits/saeb_m2", "realdata",
+           run="simstudy fit saeb --within-between student_ses:school_ses "
+               "--location 'math_proficiency ~ student_ses * school_ses + (1 | school_id)' "
+               "--scale '~ student_ses * school_ses + (1 | school_id)' --out fits/saeb_m2 "
+               "--chains 1 --warmup 40 --draws 40",
+           why="Saeb Model 2 with very short chains", check=_files("fits/saeb_m2/groups.csv", "fits/saeb_m2/fit.json")),
     Recipe(".venv/bin/python analysis/saeb_models.py", "realdata",
            run=".venv/bin/python analysis/saeb_models.py --chains 1 --warmup 40 --draws 40 --no-plots --out saeb_all",
            why="all three models, very short chains", check=_files("saeb_all/comparison.csv", "saeb_all/M3")),

@@ -169,7 +169,7 @@ def _group_quad_fwd(y, basis_t, offsets, varies, alpha, gamma, lam):
 
 
 def _group_quad_bwd(residuals, cotangent):
-    from ..ssmelsm import indicator_combos
+    from ..indicators import indicator_combos
 
     s, t = residuals  # (J, C, b): sums of r^2 e^.. x and r e^.. x
     combos = jnp.asarray(indicator_combos(int(np.log2(s.shape[-2]))))  # (C, K)
