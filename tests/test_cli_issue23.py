@@ -538,3 +538,17 @@ def test_summarize_into_a_pipe_prints_the_whole_table(tiny_store):
     header = next(line for line in proc.stdout.splitlines() if "TPR" in line)
     for name in ("TPR", "FPR", "P(≥1 FP)", "MCC", "ECE", "Brier"):
         assert name in header, header
+
+
+def test_summarize_in_a_narrow_terminal_splits_columns_never_cuts_them(tiny_store):
+    """At 80 columns the metric columns go over several tables, each within the width, every
+    header and value whole (no ellipsis)."""
+    res = runner.invoke(app, ["summarize", str(tiny_store[1])], env={"COLUMNS": "80"})
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    assert max(len(line) for line in lines if not line.startswith("wrote")) <= 80
+    cells = res.output.split("methods on the same data sets")[0]  # the per-cell tables
+    assert "…" not in cells
+    for name in ("TPR", "FPR", "P(≥1 FP)", "MCC", "ECE", "Brier"):
+        assert name in cells, cells
+    assert "(1 of " in cells

@@ -213,6 +213,37 @@ def _fmt(v: float, se: float | None = None, digits: int = 3) -> str:
     return s
 
 
+def cell_tables(title: str, headers: list[str], rows: list[list[str]], width: int | None) -> list:
+    """Rich tables of ``rows`` (cell label, fits, one value per header): one table when it fits
+    ``width`` (None: any width), else the value columns split greedily over several tables that
+    each fit, every one repeating the cell and fits columns. Value columns never wrap or shrink."""
+    from rich.console import Console
+    from rich.table import Table
+
+    def build(idx: list[int], part: str) -> Table:
+        table = Table(title=title + part, show_lines=False)
+        table.add_column("cell", overflow="fold", ratio=3)  # long labels fold within the width
+        table.add_column("fits", justify="right", no_wrap=True)
+        for i in idx:
+            cells = [headers[i]] + [r[2 + i] for r in rows]
+            table.add_column(headers[i], justify="right", no_wrap=True, min_width=max(map(len, cells)))
+        for r in rows:
+            table.add_row(r[0], r[1], *[r[2 + i] for i in idx])
+        return table
+
+    def fits(idx: list[int]) -> bool:
+        return width is None or Console(width=100_000).measure(build(idx, "")).minimum <= width
+
+    groups: list[list[int]] = [[]]
+    for i in range(len(headers)):
+        if groups[-1] and not fits(groups[-1] + [i]):
+            groups.append([])
+        groups[-1].append(i)
+    if len(groups) == 1:
+        return [build(groups[0], "")]
+    return [build(g, f" ({n} of {len(groups)})") for n, g in enumerate(groups, start=1)]
+
+
 def summarize_cli(
     store,
     threshold: float = 0.75,
@@ -235,14 +266,10 @@ def summarize_cli(
     if note:
         Console(stderr=True).print(f"note: {escape(note)}", highlight=False)
     rule_txt = f"PIP ≥ {threshold:g}" if rule == "pip" else f"BF₁₀ ≥ {bf:g} (PIP ≥ {bf:g}π/(1−π+{bf:g}π))"
-    table = Table(title=f"{escape(str(design_info(ds).get('name', 'study')))}: {rule_txt}; value ± MCSE",
-                  show_lines=False)
-    table.add_column("cell", overflow="fold", ratio=3)  # long labels fold within the terminal's width
-    table.add_column("fits", justify="right")
+    title = f"{escape(str(design_info(ds).get('name', 'study')))}: {rule_txt}; value ± MCSE"
     cols = [(k, h) for k, h in _CLI_COLUMNS if k in summary]
-    for _, h in cols:
-        table.add_column(h, justify="right")
     labels = summary["cell_label"].values if "cell_label" in summary.coords else np.arange(summary.sizes["cell"])
+    rows = []
     for c in range(summary.sizes["cell"]):
         fits = f"{int(summary.n_used[c])}"
         if int(summary.n_failed[c]):
@@ -253,15 +280,17 @@ def summarize_cli(
         for k, _ in cols:
             se = summary[f"{k}_mcse"].values[c] if f"{k}_mcse" in summary else None
             row.append(_fmt(float(summary[k].values[c]), None if se is None else float(se), 2 if k == "sample_s" else 3))
-        table.add_row(*row)
+        rows.append(row)
     import shutil
 
-    # a terminal's width ($COLUMNS first; the cell column folds to fit it); a file or pipe
-    # without $COLUMNS gets the table at its natural width, never squeezed
-    natural = Console(width=100_000).measure(table).maximum
+    # a terminal's width ($COLUMNS first): the metric columns are split over as many tables as
+    # needed (cell labels fold, numbers and headers are never cut); a file or pipe without
+    # $COLUMNS gets one table at its natural width
     terminal = shutil.get_terminal_size(fallback=(0, 0)).columns
-    console = Console(width=min(natural, terminal) if terminal > 0 else natural)
-    console.print(table)
+    console = Console(width=terminal) if terminal > 0 else Console(width=100_000)  # the other lines
+    for table in cell_tables(title, [h for _, h in cols], rows, terminal or None):
+        natural = Console(width=100_000).measure(table).maximum
+        Console(width=min(natural, terminal) if terminal > 0 else natural).print(table)
     from .methods import methods_table, store_methods, summarize_methods
 
     if store_methods(ds) != ["ss_melsm"]:  # comparators: one row per method, averaged over cells
