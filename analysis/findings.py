@@ -1,6 +1,6 @@
 """Run the shipped studies' findings subsets and write FINDINGS.md with its figures.
 
-    python analysis/findings.py                              # default: ~2 h on 2 cores, then FINDINGS.md
+    python analysis/findings.py                              # default: ~10 h on 2 cores (resumable), then FINDINGS.md
     python analysis/findings.py --report-only                # rewrite FINDINGS.md from the stores in results/
     python analysis/findings.py --config full --cluster slurm --workers 40   # every shipped design, same output
     python analysis/findings.py --config smoke --results /tmp/r --out /tmp/F.md   # tiny plumbing run (tests)
@@ -23,8 +23,9 @@ block size (10), so no block is run twice.
 | paper_study2 | all 8: J 25, 50 x mean n 10, 30 x share 0, 0.1 | 20 of 100 | 160 | 1.2 | 3 |
 | longitudinal | 19 of 37: J = 50 only (T 10, 30, 60 x phi 0, 0.3, 0.6 x share 0, 0.1, + the dropout cell) | 10 of 50 | 190 | 10.9 | 35 |
 | sensitivity | all 80: pi 0.1, 0.25, 0.5, 0.75 x 5 scale-SD priors x J 50, 150 x n 25, 75 | 10 of 50 | 800 | 5.2 | 69 |
-| paper_study1 | 20 of 117: J 50, 150 x n 50, 75 x share 0.05, 0.25 x slab SD 0.312, 0.901, + share 0 | 10 of 100 | 200 | 9.9 | 33 |
-| total | 149 cells | | 2010 | | 169 |
+| robustness | all 300: 5 truths (share 0, 0.05, 0.25 x slab SD 0.437, 0.901) x 15 priors (pi x scale-SD prior) x J 50, 150 x n 20, 50 | 40 of 40 | 12000 | 2.7 | 540 |
+| paper_study1 | all 117: J 50, 150, 300 x n 50, 75, 150 x share 0.05, 0.1, 0.25 x 4 slab SDs, + share 0 | 20 of 100 | 2340 | 9.9 | 386 |
+| total | 546 cells | | 16350 | | 1062 |
 
 s/fit: sampling seconds per fit (each design's own MCMC settings) measured on single cells, 2
 replicates each, one in-process worker, on the shared 2-core development machine (2026-12-01, load
@@ -32,13 +33,14 @@ average 4-9 from other work): sensitivity J = 50, n = 25: 1.9; J = 150, n = 25: 
 n = 75: 10.0; paper_study1 J = 50, n = 50: 3.7; J = 150, n = 75: 17.6; paper_study2 J = 25, n = 10:
 0.9; J = 50, n = 30: 1.4; longitudinal J = 50, T = 10: 7.3; T = 30: 10.1; T = 60: 15.3;
 multiplicity (2 x (400 + 400), one extension each) J = 150: 2.3; J = 300: 5.2; calibration J = 50:
-2.0. The table averages them over each subset's shapes (unmeasured shapes scaled from the measured
-ones: J = 50, n = 75 by sensitivity's n = 25 -> 75 ratio, paper_study1's J = 150, n = 50 and
-J = 50, n = 75 likewise; multiplicity J = 50 ~0.9). On top: compilation, 3-65 s per shape and
-worker (up to 110 s where the extension program compiles too; ~19 shapes x 2 workers, ~25
-core-min) and extensions of unconverged fits (~10 %, ~17 core-min). Total ~210 core-minutes:
-~1.8 h on 2 workers, ~2.1 h with the ~18 % slowdown of two workers on 2 cores (README, bench_grid);
-less on an idle machine. FINDINGS.md's Cost section reports what the run took (core-seconds from the
+2.0; robustness: `simstudy plan designs/robustness.toml` on an idle machine (2026-12-04), 9.06
+core-hours for 12,000 fits. The table averages them over each subset's shapes (unmeasured shapes
+scaled from the measured ones). On top: compilation (3-110 s per shape and worker) and extensions
+of unconverged fits (~10-27 %). Total ~1,100-1,300 core-minutes: ~9-11 h on 2 workers; run it in
+the background (`nohup python analysis/findings.py > results_findings.log 2>&1 &`) and rerun to
+resume after an interruption, or use `--config full --cluster slurm`. The robustness and
+paper_study1 stores are the long ones; the others take ~3 h together.
+FINDINGS.md's Cost section reports what the run took (core-seconds from the
 stores' sample_s / compile_s / method_s, wall time from results/findings_runs.json).
 """
 
@@ -55,7 +57,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", choices=["smoke", "default", "full"], default="default",
-                   help="which cells: smoke (tiny, tests), default (~2 h on 2 cores), full (the shipped designs)")
+                   help="which cells: smoke (tiny, tests), default (~10 h on 2 cores, resumable), full (the shipped designs)")
     p.add_argument("--cluster", default="local", help="local | slurm | pbs | tcp://scheduler:port (default local)")
     p.add_argument("--workers", type=int, default=2, help="local worker processes or cluster jobs (default 2)")
     p.add_argument("--results", type=Path, default=None,

@@ -14,7 +14,8 @@ import simstudy.evaluate as E
 from simstudy.findings.document import mask_timing, plan_lines
 from simstudy.findings.subsets import STUDIES, Subset, SubsetError, designs_for, subset_design
 from simstudy.findings.tables import TIMING, core_seconds, grouped, pm
-from simstudy.findings.sections import safe_choice
+from simstudy.evaluate.decision import decision_table
+from simstudy.findings.sections import robustness_answer
 from simstudy.study.design import load_design
 
 SECTIONS = ["## 1. Hyperparameters", "## 2. Against the classical method", "## 3. Small and ragged groups",
@@ -44,8 +45,10 @@ def test_default_subsets_are_the_shipped_cells(root):
             assert c.settings == fc.settings
             for r in (0, sub.replicates - 1):
                 assert c.seed(sub.seed, r).generate_state(4).tolist() == fc.seed(full.seed, r).generate_state(4).tolist()
-    # the subsets drop levels as documented: paper_study1 keeps 20 of 117 cells (null once per J x n)
-    assert subsets["paper_study1"].n_cells == 20 and subsets["sensitivity"].n_cells == 80
+    # the subsets keep levels as documented: paper_study1 all 117 cells at 20 of 100 replicates,
+    # the robustness study whole (it is section 1's answer), longitudinal J = 50 only
+    assert subsets["paper_study1"].n_cells == 117 and subsets["paper_study1"].replicates == 20
+    assert subsets["robustness"].n_cells == 300 and subsets["sensitivity"].n_cells == 80
     assert sum(d.n_fits for d in subsets.values()) < sum(
         load_design(root / "designs" / f"{s}.toml", max_cells=None, max_tasks=None).n_fits for s in STUDIES)
 
@@ -75,15 +78,28 @@ def test_default_run_leaves_a_full_store_alone(root, tmp_path):
     assert run_designs(sub, tmp_path, "default", progress=False) == {}
 
 
-def test_safe_choice_keeps_false_flags_rare_then_finds_the_most():
-    f = pd.DataFrame({"pi": [0.1, 0.25, 0.5, 0.75], "tpr": [0.50, 0.58, 0.60, 0.80],
-                      "tpr_mcse": [0.01, 0.01, 0.01, 0.01], "fwer": [0.05, 0.15, 0.19, 0.99],
-                      "fwer_mcse": [0.02, 0.02, 0.02, 0.02]})
-    # 0.75 breaks the 0.2 target; of the rest 0.1's TPR is below the best by 0.10 > 2 * sqrt(2) * 0.01: out;
-    # 0.25 and 0.5 are within MC error of each other and 0.25 flags less
-    assert safe_choice(f, "pi")["pi"] == 0.25
-    assert safe_choice(f, "pi", fwer_target=0.1)["pi"] == 0.1
-    assert safe_choice(f.assign(fwer=[0.5, 0.6, 0.7, 0.9]), "pi")["pi"] == 0.1  # none keeps it: fewest false flags
+def _decision_frame(tpr_b: float) -> pd.DataFrame:
+    """Two settings x (null + two shares) at one (J, n): setting a keeps P(>=1 false flag) <= 0.1
+    everywhere; b breaks it at the null truth unless ``tpr_b`` ... (its fwer is fixed at 0.3 there)."""
+    rows = []
+    for pi, fw_null, tpr in ((0.1, 0.05, (0.5, 0.7)), (0.5, 0.30, (tpr_b, tpr_b))):
+        for share, fw, t in ((0.0, fw_null, np.nan), (0.05, 0.04, tpr[0]), (0.25, 0.03, tpr[1])):
+            rows.append({"n_groups": 50, "group_size": 20, "pi": pi, "share_inconsistent": share, "tpr": t,
+                         "tpr_mcse": 0.02, "fwer": fw, "fwer_mcse": 0.03})
+    return pd.DataFrame(rows)
+
+
+def test_robustness_answer_names_the_admissible_prior_and_its_worst_cases():
+    """The answer never relies on the true share: it names the setting that keeps the level at
+    every truth (the null included) even when another has a higher TPR, with its worst cases."""
+    text = robustness_answer(decision_table(_decision_frame(0.9)), "shares 0, 0.05, 0.25")
+    assert text.startswith("Not knowing the truth (shares 0, 0.05, 0.25)")
+    assert "**pi=0.1**" in text and "worst-case TPR from 0.50 to 0.50" in text
+    assert "at most 0.05 ± 0.03" in text and "0.5" not in text.split("**pi=0.1**")[1].split("TPR")[0]
+    # no setting keeps the level: said, with the lowest worst case
+    none = _decision_frame(0.9).assign(fwer=0.4)
+    text = robustness_answer(decision_table(none), "x")
+    assert "no setting keeps the level at J = 50, n = 20 (lowest worst case 0.40 ± 0.03" in text
 
 
 def test_plan_ratio_only_where_the_measured_time_covers_every_fit():
@@ -145,6 +161,9 @@ def test_smoke_run_writes_five_sections_and_its_figures(smoke):
         assert (tmp / link).is_file(), link
     for study in STUDIES:
         assert (tmp / "results" / f"{study}.zarr").is_dir()
+    # section 1 opens with the robustness study's decision, not a prior tuned to a known share
+    assert text[text.index(SECTIONS[0]):].split("\n", 3)[2].startswith("**Answer.** Not knowing the truth")
+    assert "Robustness study: choosing a prior without knowing the truth" in text
     assert "plan estimate" in text or "| study | plan estimate |" in text
 
 
@@ -210,4 +229,4 @@ def test_report_without_stores_says_what_is_missing(root, tmp_path):
                         "--quiet"]) == 0
     text = (tmp_path / "F.md").read_text()
     assert all(s in text for s in SECTIONS)
-    assert text.count("has no results store yet") == 6 and "No study has results yet" in text
+    assert text.count("has no results store yet") == 7 and "No study has results yet" in text

@@ -321,8 +321,6 @@ def decision_section(ds, summary: xr.Dataset, out: Path, level: float = 0.1, fig
     ``tables/decision.csv``, ``tables/regret.csv`` and, with ``figures``, the heatmaps
     ``figures/decision_regret`` and ``figures/decision_fwer``."""
     from .decision import crosses_truth_and_priors, decision_table, regret_table
-    from .methods import replicate_method_rates
-    from .paired import cell_difference
 
     if not crosses_truth_and_priors(summary):
         return []
@@ -333,14 +331,44 @@ def decision_section(ds, summary: xr.Dataset, out: Path, level: float = 0.1, fig
     if figures:
         for value in ("regret", "fwer"):
             P.save_figure(P.plot_decision(reg, value, level), out / "figures", f"decision_{value}")
-    by, truth = dec.attrs["by"], dec.attrs["truth"]
-    rates = None
+    truth = dec.attrs["truth"]
     L = ["## Choosing a prior without knowing the truth\n",
          f"A setting is admissible when its P(≥1 false flag) is at most {level:g} at every truth "
          f"({', '.join(P.pretty(t) for t in truth)}; the null share included); admissible settings are ranked by "
          "their worst-case TPR over the non-null truths. Regret: the best admissible TPR at a truth minus the "
          "setting's (figures `decision_regret`, `decision_fwer`; tables `decision.csv`, `regret.csv`). "
          "Values with MCSE.\n"]
+    L += recommendation_lines(ds, dec, reg, level, threshold, rule, bf, converged_only)
+    L.append("")
+    L.append(decision_overview(dec) + "\n")
+    return L
+
+
+def decision_overview(dec: pd.DataFrame) -> str:
+    """Markdown table of every setting of :func:`simstudy.evaluate.decision.decision_table`:
+    rank (blank: inadmissible), worst-case P(≥1 false flag) and TPR, max regret, ± MCSE."""
+    tab = dec.assign(**{
+        "rank": [("" if pd.isna(r) else str(int(r))) for r in dec["rank"]],
+        "worst P(≥1 FP)": [cell_value(v, s) for v, s in zip(dec.worst_fwer, dec.worst_fwer_mcse)],
+        "worst TPR": [cell_value(v, s) for v, s in zip(dec.worst_tpr, dec.worst_tpr_mcse)],
+        "max regret": [cell_value(v, s) for v, s in zip(dec.max_regret, dec.max_regret_mcse)],
+    })
+    return md_table(tab[dec.attrs["by"] + ["setting", "rank", "worst P(≥1 FP)", "worst TPR", "max regret"]])
+
+
+def recommendation_lines(ds, dec: pd.DataFrame, reg: pd.DataFrame, level: float = 0.1, threshold: float = 0.75,
+                         rule: str = "pip", bf: float = 3.0, converged_only: bool = False) -> list[str]:
+    """One Markdown bullet per ``by`` group of :func:`simstudy.evaluate.decision.decision_table`
+    ``dec``: the recommended setting with its worst-case TPR and P(≥1 false flag) (± MCSE), and
+    whether it beats the runner-up beyond 2 MCSE (the TPR difference at the recommended
+    setting's worst truth, paired when the two cells share data sets; ``ds``: the store, for
+    the per-replicate rates; ``reg``: :func:`~simstudy.evaluate.decision.regret_table`)."""
+    from .methods import replicate_method_rates
+    from .paired import cell_difference
+
+    by = dec.attrs["by"]
+    rates = None
+    L: list[str] = []
     groups = [((), dec)] if not by else [((k if isinstance(k, tuple) else (k,)), g) for k, g in
                                          dec.groupby(by, sort=True)]
     for key, g in groups:
@@ -378,14 +406,6 @@ def decision_section(ds, summary: xr.Dataset, out: Path, level: float = 0.1, fig
         else:
             text += "; the only admissible setting."
         L.append(text)
-    L.append("")
-    tab = dec.assign(**{
-        "rank": [("" if pd.isna(r) else str(int(r))) for r in dec["rank"]],
-        "worst P(≥1 FP)": [cell_value(v, s) for v, s in zip(dec.worst_fwer, dec.worst_fwer_mcse)],
-        "worst TPR": [cell_value(v, s) for v, s in zip(dec.worst_tpr, dec.worst_tpr_mcse)],
-        "max regret": [cell_value(v, s) for v, s in zip(dec.max_regret, dec.max_regret_mcse)],
-    })
-    L.append(md_table(tab[by + ["setting", "rank", "worst P(≥1 FP)", "worst TPR", "max regret"]]) + "\n")
     return L
 
 

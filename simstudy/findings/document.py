@@ -131,8 +131,10 @@ def _header(studies: dict[str, Study | None], full: dict) -> list[str]:
             "every value is ± its Monte Carlo SE, with the cells and fits it rests on. Flags at PIP ≥ 0.75; equal-weight "
             "means over cells, MCSE sqrt(Σ mcse²)/k. Same seeds, same numbers: only lines ending in a timing mark "
             "(wall-clock measurements) change when the studies are rerun.", "",
-            "Which cells were run: each store holds a subset of its shipped design with the same cell ids and seeds "
-            "(the same data sets), so running the full design on the store only adds cells and replicates "
+            "Which cells were run: each store holds a subset of its shipped design with the same cells and data sets "
+            "(a data set's seed depends on its generator settings and replicate only, so every prior setting and "
+            "method is scored on the same data sets), so running the full design on the store only adds cells and "
+            "replicates "
             "(`python analysis/findings.py --config full`). The estimate is sampling time at the seconds per fit "
             "measured on single cells before the run (`simstudy.findings.subsets.EST_S_PER_FIT`); section 5 has "
             "what the run took.", "",
@@ -152,7 +154,8 @@ def write_findings(results: str | Path, out: str | Path, figures: str | Path | N
             if (p := Path(designs_dir) / f"{name}.toml").exists()}
     cost = cost_frame(studies, results, designs_dir)
     lines = _header(studies, full)
-    lines += section_hyper(studies["sensitivity"], studies["multiplicity"], studies["calibration"], figs)
+    lines += section_hyper(studies["robustness"], studies["sensitivity"], studies["multiplicity"],
+                           studies["calibration"], figs)
     lines += section_classical(studies["paper_study1"], figs)
     lines += section_small(studies["paper_study2"], figs)
     lines += section_longitudinal(studies["longitudinal"], figs)

@@ -85,73 +85,104 @@ def _is_beta(level) -> bool:
 HYPER = ["tpr", "fpr", "fwer", "ece", "tau_t_coverage"]
 
 
-#: the familywise false-flag probability a safe default must keep (point estimate)
-FWER_TARGET = 0.2
+#: the level P(at least one false flag) must keep at every truth (the decision rule's default)
+DECISION_LEVEL = 0.1
 
 
-def safe_choice(frame: pd.DataFrame, factor: str, fwer_target: float = FWER_TARGET) -> pd.Series | None:
-    """The level of ``factor`` (rows of ``frame``) that finds the most inconsistent groups while
-    keeping false flags rare: among the levels with P(≥1 false flag) ≤ ``fwer_target``, those
-    whose TPR is not below the best TPR beyond Monte Carlo error, and of these the one with the
-    lowest P(≥1 false flag); when no level keeps the target, the level with the lowest."""
-    ok = frame[np.isfinite(frame["tpr"].to_numpy(float)) & np.isfinite(frame["fwer"].to_numpy(float))]
-    if ok.empty:
-        return None
-    within = ok[ok["fwer"].to_numpy(float) <= fwer_target]
-    if within.empty:
-        return ok.loc[ok["fwer"].idxmin()]
-    best = within.loc[within["tpr"].idxmax()]
-    keep = within[[not (differs(r.tpr, r.tpr_mcse, best.tpr, best.tpr_mcse) and r.tpr < best.tpr)
-                   for r in within.itertuples()]]
-    return keep.loc[keep["fwer"].idxmin()]
+def _where(key: tuple, by: list[str]) -> str:
+    return ", ".join(f"{NAMES.get(n, n)} = {x:g}" if isinstance(x, float) else f"{NAMES.get(n, n)} = {x}"
+                     for n, x in zip(by, key))
 
 
-def safe_table(s: xr.Dataset) -> pd.DataFrame:
-    """Per (J, n): the safe pi (:func:`safe_choice`, the scale-SD priors averaged over) and the
-    safe scale-SD prior at that pi, with their TPR and P(≥1 false flag)."""
-    rows = []
-    for J in factor_levels(s, "n_groups"):
-        for n in factor_levels(s, "group_size"):
-            row = {"J": f"{J:g}", "n": f"{n:g}"}
-            where = {"n_groups": J, "group_size": n}
-            for f, head, at in (("pi", "safe π", "at that π"), ("scale_sd", "safe scale-SD prior at that π",
-                                                                    "at that π and prior")):
-                c = safe_choice(grouped(s, [f], ["tpr", "fwer"], where=where), f)
-                row[head] = "n/a" if c is None else (f"{c[f]:g}" if isinstance(c[f], float) else str(c[f]))
-                row[f"TPR / P(≥1 false flag) {at}"] = "n/a" if c is None else f"{v(c, 'tpr')} / {v(c, 'fwer')}"
-                if f == "pi" and c is not None:
-                    where = {**where, "pi": [c["pi"]]}
-            rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def section_hyper(sens: Study | None, mult: Study | None, cal: Study | None, figs: Figures) -> list[str]:
-    out = ["## 1. Hyperparameters", ""]
-    answer = []
-    if sens is not None:
-        s = sens.summary
-        g = grouped(s, ["pi"], HYPER)
-        lo, hi = g.iloc[0], g.iloc[-1]
-        word = compare_word(*vals(hi, "fwer"), *vals(lo, "fwer"), "higher", "lower", "no different beyond Monte Carlo error")
-        best_ece = extreme(g, "ece", largest=False)
-        ece_txt = "n/a" if best_ece is None else f"π = {best_ece['pi']:g}, ECE {v(best_ece, 'ece')}"
-        shares = {c.generator.get("share_inconsistent") for c in sens.design.cells()}
-        if best_ece is not None and len(shares) == 1 and None not in shares:
-            ece_txt += f" (the data's share of inconsistent groups is {shares.pop():g})"
-        answer.append(
-            f"With π fixed, P(≥1 false flag) is {v(hi, 'fwer')} at π = {hi['pi']:g} against {v(lo, 'fwer')} at "
-            f"π = {lo['pi']:g} ({word}), TPR {v(hi, 'tpr')} against {v(lo, 'tpr')}, and PIPs are best calibrated at "
-            f"{ece_txt} (all means over the other factors).")
-        gs = grouped(s, ["scale_sd"], ["tpr", "fpr"])
-        tmax, tmin = extreme(gs, "tpr"), extreme(gs, "tpr", largest=False)
-        if tmax is None or len(gs) < 2:
-            prior_txt = None
+def robustness_answer(dec: pd.DataFrame, truths: str) -> str:
+    """The first sentence of section 1 from :func:`simstudy.evaluate.decision.decision_table`:
+    the recommended prior per (J, n) with its worst-case TPR and P(≥1 false flag) ± MCSE, or that
+    no setting keeps the level. ``truths``: the truths ranged over, in words."""
+    by, level = list(dec.attrs["by"]), dec.attrs["level"]
+    groups = [((), dec)] if not by else [((k if isinstance(k, tuple) else (k,)), g) for k, g in
+                                         dec.groupby(by, sort=True)]
+    picks, none = [], []
+    for key, g in groups:
+        best = g[g["recommended"]]
+        if best.empty:
+            w = g.sort_values("worst_fwer").iloc[0]
+            none.append(f"{_where(key, by)} (lowest worst case {pm(w.worst_fwer, w.worst_fwer_mcse)}, {w.setting})")
         else:
-            beyond = "beyond" if differs(*vals(tmax, "tpr"), *vals(tmin, "tpr")) else "within"
-            prior_txt = (f"across scale-SD priors TPR ranges from {v(tmin, 'tpr')} ({tmin['scale_sd']}) to "
-                         f"{v(tmax, 'tpr')} ({tmax['scale_sd']}), a spread {beyond} Monte Carlo error")
+            picks.append((key, best.iloc[0]))
+    head = (f"Not knowing the truth ({truths}), the prior to use is the one whose P(≥1 false flag) stays ≤ {level:g} "
+            "at every truth with the best worst-case TPR")
+    settings = {b.setting for _, b in picks}
+    if picks and len(settings) == 1 and not none:
+        b = picks[0][1]
+        tpr = [x.worst_tpr for _, x in picks]
+        fw = max(picks, key=lambda kb: kb[1].worst_fwer)[1]
+        text = (f"{head}: **{b.setting}** at every J and n studied, with worst-case TPR from "
+                f"{min(tpr):.2f} to {max(tpr):.2f} and P(≥1 false flag) at most {pm(fw.worst_fwer, fw.worst_fwer_mcse)}")
     else:
-        prior_txt = None
+        parts = [f"{_where(k, by)}: **{b.setting}** (worst-case TPR {pm(b.worst_tpr, b.worst_tpr_mcse)}, "
+                 f"P(≥1 false flag) at most {pm(b.worst_fwer, b.worst_fwer_mcse)})" for k, b in picks]
+        text = f"{head}: " + ("; ".join(parts) if parts else "none")
+    if none:
+        text += f"; no setting keeps the level at {'; '.join(none)}"
+    return text + "."
+
+
+def _truths_text(s: xr.Dataset) -> str:
+    parts = []
+    for f, word in (("share_inconsistent", "a share of inconsistent groups"), ("slab_sd", "a slab SD")):
+        if f in s.coords:
+            parts.append(f"{word} of {_levels_text(f, factor_levels(s, f))}")
+    return " and ".join(parts) or "the truths of the design"
+
+
+def section_robustness(rob: Study, figs: Figures) -> tuple[str, list[str]]:
+    """(the answer sentence, the evidence lines) of the robustness study: the decision rule of
+    :mod:`simstudy.evaluate.decision` per (J, n), the runner-up comparison with paired MCSE,
+    every setting's worst cases and the regret / P(≥1 false flag) heatmaps."""
+    from ..evaluate.decision import decision_table, regret_table
+    from ..evaluate.report import decision_overview, recommendation_lines
+
+    s = rob.summary
+    dec = decision_table(s, DECISION_LEVEL)
+    reg = regret_table(s, DECISION_LEVEL)
+    reps = sorted(set(np.asarray(rob.ds["done"].values, bool).sum(1).tolist()))
+    settings = [f for f in dec.attrs["settings"]]
+    body = [f"**Robustness study: choosing a prior without knowing the truth** ({_cells(s.sizes['cell'])}; truths: "
+            f"{_truths_text(s)}; prior settings: {' x '.join(NAMES.get(f, f) for f in settings)}; "
+            f"{reps[0] if len(reps) == 1 else f'{reps[0]}–{reps[-1]}'} replicates per cell, every setting fitted to "
+            "the same data sets). A setting is admissible when its P(≥1 false flag) is at most "
+            f"{DECISION_LEVEL:g} at every truth, the null share included; admissible settings are ranked by their "
+            "worst-case TPR over the non-null truths; the runner-up comparison is the paired TPR difference at the "
+            "recommended setting's worst truth:", "",
+            *recommendation_lines(rob.ds, dec, reg, DECISION_LEVEL), "",
+            "**Every setting** (rank blank: not admissible; max regret: the largest shortfall of TPR against the best "
+            "admissible setting at any truth):", "", decision_overview(dec), "",
+            figs.add(P.plot_decision(reg, "regret", DECISION_LEVEL), "hyper_regret",
+                     "Regret of each prior setting at each truth"), "",
+            figs.add(P.plot_decision(reg, "fwer", DECISION_LEVEL), "hyper_decision_fwer",
+                     "P(at least one false flag) of each prior setting at each truth"), ""]
+    return robustness_answer(dec, _truths_text(s)), body
+
+
+def section_hyper(rob: Study | None, sens: Study | None, mult: Study | None, cal: Study | None,
+                  figs: Figures) -> list[str]:
+    """Section 1: the robustness study's decision (the prior to use when the truth is unknown)
+    first; then what the priors do at a fixed truth (sensitivity), fixed against Beta pi as J
+    grows (multiplicity) and calibration."""
+    out = ["## 1. Hyperparameters", ""]
+    answer, rob_body = [], []
+    if rob is not None:
+        first, rob_body = section_robustness(rob, figs)
+        answer.append(first)
+    prior_txt = None
+    if sens is not None:
+        gs = grouped(sens.summary, ["scale_sd"], ["tpr", "fpr"])
+        tmax, tmin = extreme(gs, "tpr"), extreme(gs, "tpr", largest=False)
+        if tmax is not None and len(gs) > 1:
+            beyond = "beyond" if differs(*vals(tmax, "tpr"), *vals(tmin, "tpr")) else "within"
+            prior_txt = (f"at the sensitivity study's single truth, TPR across scale-SD priors ranges from "
+                         f"{v(tmin, 'tpr')} ({tmin['scale_sd']}) to {v(tmax, 'tpr')} ({tmax['scale_sd']}), a spread "
+                         f"{beyond} Monte Carlo error")
     beta_txt = None
     if mult is not None:
         m = mult.summary
@@ -182,21 +213,21 @@ def section_hyper(sens: Study | None, mult: Study | None, cal: Study | None, fig
         answer.append(second[:1].upper() + second[1:] + ".")
     if answer:
         out += ["**Answer.** " + " ".join(answer), ""]
+    out += rob_body if rob is not None else _not_run("robustness")
     if sens is None:
         out += _not_run("sensitivity")
     else:
         s = sens.summary
         by = _varying(s, ["n_groups", "group_size"])
-        out += [f"**Prior inclusion probability (fixed), sensitivity study** ({s.sizes['cell']} cells; "
-                "each row the equal-weight mean over the other factors' cells):", "",
+        truth = ", ".join(f"{NAMES[f]} {_levels_text(f, sorted({c.generator.get(f) for c in sens.design.cells()}))}"
+                          for f in ("share_inconsistent", "slab_sd")
+                          if None not in {c.generator.get(f) for c in sens.design.cells()}) or "one truth"
+        out += [f"**What the priors do at one fixed truth, sensitivity study** ({_cells(s.sizes['cell'])}; {truth}; "
+                "each row the equal-weight mean over the other factors' cells). These rows describe the priors at a "
+                "truth a user cannot know; choose a prior by the robustness study above:", "",
                 _table(grouped(s, ["pi", *by], HYPER), ["pi", *by], HYPER), "",
-                "**Scale-SD prior (family and scale):**", "",
+                "**Scale-SD prior (family and scale), same truth:**", "",
                 _table(grouped(s, ["scale_sd", *by], HYPER), ["scale_sd", *by], HYPER), "",
-                f"**Safe defaults per J and n**: among the levels keeping P(≥1 false flag) ≤ {FWER_TARGET:g}, the "
-                "one with the lowest P(≥1 false flag) of those whose TPR is not below the best beyond 2 MCSE; where "
-                "no level keeps it, the level with the lowest; π with the scale-SD priors averaged over, then the "
-                "scale-SD prior at that π:", "",
-                md_table(safe_table(s)), "",
                 figs.add(P.plot_sensitivity(s, "fwer", x="pi", hue="scale_sd", col="n_groups", row="group_size"),
                          "hyper_fwer", "P(at least one false flag) against pi"), "",
                 figs.add(P.plot_sensitivity(s, "tpr", x="pi", hue="scale_sd", col="n_groups", row="group_size"),
@@ -249,7 +280,7 @@ def section_classical(p1: Study | None, figs: Figures) -> list[str]:
     mask = np.array([x in shares for x in sm["share_inconsistent"].values.tolist()])
     over = overall_by_method(sm, ("tpr", "fpr", "precision"), cells=slab)
     methods = [m for m in sm["method"].values.tolist()]
-    ref = "hlm_z" if "hlm_z" in methods else next((m for m in methods if m != "ss_melsm"), None)
+    ref = next((m for m in ("hlm_qq", "hlm_z") if m in methods), next((m for m in methods if m != "ss_melsm"), None))
 
     def o(method, metric):
         r = over[over["method"] == method]
@@ -268,7 +299,7 @@ def section_classical(p1: Study | None, figs: Figures) -> list[str]:
             f"{pm(df[0], df[1])}).")
     pub = PUBLISHED_STUDY1
     parts = [f"the {METHOD_LABELS.get(m, m)} at TPR {pm(*o(m, 'tpr'))} (published {pub[m]['tpr']}) and FPR "
-             f"{pm(*o(m, 'fpr'))} (published {pub[m]['fpr']})" for m in ("ss_melsm", "hlm") if m in methods]
+             f"{pm(*o(m, 'fpr'))} (published {pub[m]['fpr']})" for m in ("ss_melsm", "hlm_qq") if m in methods]
     if parts:
         answer.append(
             f"Against the authors' published means over all {PUBLISHED_STUDY1_SLAB_CELLS} with-slab Study 1 cells, "

@@ -28,7 +28,7 @@ from ..study.design import Design, diff_designs, load_design, parse_design
 
 #: the studies of the findings run, in run order (cheap first) and the FINDINGS.md section using each
 STUDIES: tuple[str, ...] = ("calibration", "multiplicity", "paper_study2", "longitudinal", "sensitivity",
-                            "paper_study1")
+                            "robustness", "paper_study1")
 CONFIGS: tuple[str, ...] = ("smoke", "default", "full")
 
 
@@ -73,6 +73,9 @@ SUBSETS: dict[str, dict[str, Subset]] = {
                                                 "share_inconsistent": (0.1,)}),
         "sensitivity": _smoke("sensitivity", {"pi": (0.1, 0.5), "scale_sd": ("half_t(3, 1)",),
                                               "n_groups": (10,), "group_size": (8,)}),
+        "robustness": _smoke("robustness", {"share_inconsistent": (0.0, 0.25), "pi": (0.1, 0.5),
+                                            "slab_sd": (0.901,), "scale_sd": ("half_t(3, 1)",),
+                                            "n_groups": (10,), "group_size": (8,)}),
         "paper_study1": _smoke("paper_study1", {"n_groups": (10,), "group_size": (8,),
                                                 "share_inconsistent": (0.0, 0.1), "slab_sd": (0.312,)}),
     },
@@ -87,11 +90,12 @@ SUBSETS: dict[str, dict[str, Subset]] = {
         "longitudinal": Subset("longitudinal", 10, {"n_groups": (50,)}),
         # every pi x scale-SD prior x J x n cell (80), 10 of 50 replicates
         "sensitivity": Subset("sensitivity", 10),
-        # J 50, 150 x n 50, 75 x share 0, 0.05, 0.25 x slab SD 0.312, 0.901 (null once) = 20 cells,
-        # 10 of 100 replicates
-        "paper_study1": Subset("paper_study1", 10, {"n_groups": (50, 150), "group_size": (50, 75),
-                                                    "share_inconsistent": (0.0, 0.05, 0.25),
-                                                    "slab_sd": (0.312, 0.901)}),
+        # the whole design: 300 cells (5 truths x 15 prior settings x J 50, 150 x n 20, 50), all 40
+        # replicates: the decision rule of section 1 (P(>= 1 false flag) MCSE ~0.047 per cell at 0.1)
+        "robustness": Subset("robustness", 40),
+        # all 117 cells (J 50, 150, 300 x n 50, 75, 150 x 3 shares x 4 slab SDs + the null share),
+        # 20 of 100 replicates: the per-J/n/share means beside the published ones
+        "paper_study1": Subset("paper_study1", 20),
     },
     "full": {s: Subset(s) for s in STUDIES},
 }
@@ -101,7 +105,7 @@ SUBSETS: dict[str, dict[str, Subset]] = {
 #: study's shapes on the shared 2-core development machine (2026-12-01, load average 4-7), averaged
 #: over the default subset's shapes; compilation (~30-110 s per shape and worker) comes on top
 EST_S_PER_FIT: dict[str, float] = {"calibration": 2.0, "multiplicity": 2.8, "paper_study2": 1.2, "longitudinal": 10.9,
-                                   "sensitivity": 5.2, "paper_study1": 9.9}
+                                   "sensitivity": 5.2, "robustness": 2.7, "paper_study1": 9.9}
 
 
 class SubsetError(ValueError):
